@@ -1,0 +1,1 @@
+// Cluster: see DESIGN.md §2.

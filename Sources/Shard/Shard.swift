@@ -1,0 +1,1 @@
+// Shard: see DESIGN.md §2.
