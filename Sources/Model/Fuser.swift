@@ -1,0 +1,330 @@
+import COpenBLAS
+import Foundation
+
+/// One sample of a micro-batch, as the fuser sees it.
+public struct FuserSample {
+    /// Candidate features [S, M, Dv] (post-layernorm, pooled), or nil for a sample without an image.
+    public var features: UnsafePointer<Float>?
+    /// Prompt positions: t < promptCount (before the first labelled token, inside the attention mask).
+    public var promptCount: Int
+    /// Index of the sample in the dataset: keys its dropout masks.
+    public var sampleIndex: Int
+
+    public init(features: UnsafePointer<Float>?, promptCount: Int, sampleIndex: Int) {
+        self.features = features
+        self.promptCount = promptCount
+        self.sampleIndex = sampleIndex
+    }
+}
+
+/// The trainable DEHVF part (DESIGN.md §4): per-layer router over candidate ViT layers, the shared
+/// projector, and the key/value memory injected into each LLM layer's feed-forward block.
+///
+/// Use per micro-batch: `begin(samples:tokens:dropout:)`, then the LLM's forward/backward calls
+/// `forward(layer:...)`/`backward(layer:...)` through `FFNInjection`, then `finishBackward()` adds the
+/// projector's fc1 gradient. Gradients accumulate into `grads` (sums over the micro-batch, never means).
+///
+/// fc1 is linear, so fc1(sum_j a_j F_j) = sum_j a_j (F_j W1ᵀ): the S products F_j W1ᵀ are computed once per
+/// micro-batch and mixed per layer; fc1's weight gradient likewise collects sum_l a_lj dpre_l per
+/// candidate and multiplies by F_j once at the end.
+public final class Fuser: FFNInjection {
+    public let config: FuserConfig
+    public let params: ParameterSet
+    public let grads: ParameterSet
+
+    private var batch = 0, tokens = 0
+    private var samples: [FuserSample] = []
+    private var dropout: DropoutMask?
+    private var ws = Workspace()
+
+    public init(config: FuserConfig, params: ParameterSet) {
+        self.config = config
+        self.params = params
+        self.grads = params.zerosLike()
+    }
+
+    private var S: Int { config.candidates }
+    private var M: Int { config.visualTokens }
+    private var d: Int { config.llmWidth }
+    private var r: Int { config.projectorRank }
+    private var dv: Int { config.visionWidth }
+    private var L: Int { config.llmLayers }
+    private var routed: Bool { config.fusion == .dehvf }
+
+    private func p(_ name: String) -> UnsafeMutablePointer<Float> { params[name]!.data }
+    private func g(_ name: String) -> UnsafeMutablePointer<Float> { grads[name]!.data }
+
+    /// Buffers sized for the current micro-batch shape, reused while it stays the same.
+    private struct Workspace {
+        var key = [0, 0]
+        var feats = Buffer(), fc1 = Buffer(), fc1Grad = Buffer()           // [S, B*M, Dv], [S, B*M, r] x2
+        var u = Buffer(), alpha = Buffer(), pre = Buffer(), scores = Buffer() // saved per layer
+        var h = Buffer(), proj = Buffer(), keys = Buffer(), values = Buffer(), dProj = Buffer()
+        var act = Buffer(), mask = Buffer(), dAct = Buffer(), dH = Buffer(), small = Buffer()
+    }
+
+    /// Starts a micro-batch of `samples.count` rows of `tokens` positions. `dropout` nil means off.
+    public func begin(samples: [FuserSample], tokens: Int, dropout: DropoutMask?) {
+        self.samples = samples
+        self.batch = samples.count
+        self.tokens = tokens
+        self.dropout = (dropout?.p ?? 0) > 0 ? dropout : nil
+        let bm = batch * M
+        if ws.key != [batch, tokens] {
+            ws.key = [batch, tokens]
+            ws.feats.resize(S * bm * dv); ws.fc1.resize(S * bm * r); ws.fc1Grad.resize(S * bm * r)
+            ws.u.resize(L * batch * d); ws.alpha.resize(L * batch * S); ws.pre.resize(L * bm * r)
+            ws.scores.resize(L * batch * tokens * M)
+            ws.h.resize(bm * r); ws.proj.resize(bm * d); ws.keys.resize(bm * d); ws.values.resize(bm * d)
+            ws.dProj.resize(bm * d); ws.dH.resize(bm * r)
+            ws.act.resize(tokens * M); ws.mask.resize(tokens * M); ws.dAct.resize(tokens * M)
+            ws.small.resize(max(d, S) * 2)
+        }
+        // Stack candidate features per candidate: feats[j][b*M + m] = F_j of sample b (zero without image).
+        for (b, s) in samples.enumerated() {
+            for j in 0..<S {
+                let dst = ws.feats.p + (j * bm + b * M) * dv
+                if let f = s.features { dst.update(from: f + j * M * dv, count: M * dv) } else { dst.update(repeating: 0, count: M * dv) }
+            }
+        }
+        let w1 = p("projector.fc1.weight")
+        for j in 0..<S {
+            gemm(false, true, bm, r, dv, 1, ws.feats.p + j * bm * dv, dv, w1, dv, 0, ws.fc1.p + j * bm * r, r)
+        }
+        ws.fc1Grad.zero()
+    }
+
+    // MARK: projector (shared by the memory modes and concat)
+
+    /// pre = sum_j alpha_j (F_j W1ᵀ) + b1 for every sample, into `pre` [B*M, r].
+    private func mixFc1(alpha: UnsafePointer<Float>?, into pre: UnsafeMutablePointer<Float>) {
+        let bm = batch * M, b1 = p("projector.fc1.bias")
+        for b in 0..<batch {
+            let dst = pre + b * M * r
+            for m in 0..<M { (dst + m * r).update(from: b1, count: r) }
+            for j in 0..<S {
+                let a = alpha.map { $0[b * S + j] } ?? 1
+                axpy(M * r, a, ws.fc1.p + j * bm * r + b * M * r, dst)
+            }
+        }
+    }
+
+    /// h = SiLU(pre); proj = h W2ᵀ + b2  ([B*M, d]).
+    private func projectorOut(pre: UnsafePointer<Float>) {
+        let bm = batch * M
+        for i in 0..<(bm * r) { ws.h.p[i] = silu(pre[i]) }
+        let b2 = p("projector.fc2.bias")
+        for row in 0..<bm { (ws.proj.p + row * d).update(from: b2, count: d) }
+        gemm(false, true, bm, d, r, 1, ws.h.p, r, p("projector.fc2.weight"), r, 1, ws.proj.p, d)
+    }
+
+    /// Given dProj [B*M, d] (zero rows for samples without an image): fc2 gradients, then dpre, fc1 bias,
+    /// and the per-candidate accumulators for fc1's weight; returns nothing, leaves dpre in ws.dH.
+    private func projectorBackward(pre: UnsafePointer<Float>, alpha: UnsafePointer<Float>?) -> [Float] {
+        let bm = batch * M
+        gemm(true, false, d, r, bm, 1, ws.dProj.p, d, ws.h.p, r, 1, g("projector.fc2.weight"), r)
+        colSum(ws.dProj.p, rows: bm, cols: d, into: g("projector.fc2.bias"))
+        gemm(false, false, bm, r, d, 1, ws.dProj.p, d, p("projector.fc2.weight"), r, 0, ws.dH.p, r)
+        for i in 0..<(bm * r) { ws.dH.p[i] *= siluGrad(pre[i]) }
+        colSum(ws.dH.p, rows: bm, cols: r, into: g("projector.fc1.bias"))
+        // dalpha[b][j] = <dpre_b, F_j W1ᵀ of b>; fc1Grad[j] += alpha_j dpre.
+        var dAlpha = [Float](repeating: 0, count: batch * S)
+        for b in 0..<batch {
+            let dpre = ws.dH.p + b * M * r
+            for j in 0..<S {
+                let a = ws.fc1.p + j * bm * r + b * M * r
+                dAlpha[b * S + j] = dot(M * r, dpre, a)
+                axpy(M * r, alpha.map { $0[b * S + j] } ?? 1, dpre, ws.fc1Grad.p + j * bm * r + b * M * r)
+            }
+        }
+        return dAlpha
+    }
+
+    /// Adds fc1's weight gradient: sum_j (collected dpre_j)ᵀ F_j. Call once after the LLM backward.
+    public func finishBackward() {
+        let bm = batch * M
+        for j in 0..<S {
+            gemm(true, false, r, dv, bm, 1, ws.fc1Grad.p + j * bm * r, r, ws.feats.p + j * bm * dv, dv, 1,
+                 g("projector.fc1.weight"), dv)
+        }
+    }
+
+    // MARK: memory modes (dehvf, memvp)
+
+    /// Router for layer l: u = prompt mean of x, alpha = softmax(W u + b). Saves u and alpha.
+    private func route(layer l: Int, x: UnsafePointer<Float>) {
+        let alpha = ws.alpha.p + l * batch * S
+        guard routed else { for i in 0..<(batch * S) { alpha[i] = 1 }; return }
+        let w = p("router.weight") + l * S * d, bias = p("router.bias") + l * S
+        for b in 0..<batch {
+            let u = ws.u.p + (l * batch + b) * d
+            u.update(repeating: 0, count: d)
+            let n = samples[b].promptCount
+            for t in 0..<n { axpy(d, 1, x + (b * tokens + t) * d, u) }
+            scale(d, 1 / Float(max(n, 1)), u)
+            let a = alpha + b * S
+            for j in 0..<S { a[j] = bias[j] + dot(d, w + j * d, u) }
+            softmaxInPlace(a, S)
+        }
+    }
+
+    /// Keys and values for layer l from its saved pre-activation: K = Z + key_pos, V = Z + value_pos,
+    /// Z = feature_scale * P (zero for a sample without an image).
+    private func memory(layer l: Int) {
+        let bm = batch * M
+        projectorOut(pre: ws.pre.p + l * bm * r)
+        let kp = p("prompt.key_pos"), vp = p("prompt.value_pos"), fs = config.featureScale
+        for b in 0..<batch {
+            let z = ws.proj.p + b * M * d, k = ws.keys.p + b * M * d, v = ws.values.p + b * M * d
+            let img: Float = samples[b].features == nil ? 0 : fs
+            for i in 0..<(M * d) { k[i] = img * z[i] + kp[i]; v[i] = img * z[i] + vp[i] }
+        }
+    }
+
+    private func dropoutMask(layer l: Int, sample b: Int) -> UnsafeMutablePointer<Float>? {
+        guard let dropout else { return nil }
+        dropout.fill(sample: samples[b].sampleIndex, layer: l, count: tokens * M, into: ws.mask.p)
+        return ws.mask.p
+    }
+
+    public func forward(layer l: Int, x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
+        guard config.fusion != .concat else { return }
+        let bm = batch * M
+        route(layer: l, x: x)
+        mixFc1(alpha: ws.alpha.p + l * batch * S, into: ws.pre.p + l * bm * r)
+        memory(layer: l)
+        let tm = tokens * M
+        for b in 0..<batch {
+            let xb = x + b * tokens * d, s = ws.scores.p + (l * batch + b) * tm
+            gemm(false, true, tokens, M, d, 1, xb, d, ws.keys.p + b * M * d, d, 0, s, M)
+            let mask = dropoutMask(layer: l, sample: b)
+            for i in 0..<tm { ws.act.p[i] = silu(s[i]) * (mask?[i] ?? 1) }
+            gemm(false, false, tokens, d, M, config.injectionScale, ws.act.p, M, ws.values.p + b * M * d, d, 1,
+                 out + b * tokens * d, d)
+        }
+    }
+
+    public func backward(layer l: Int, x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>) {
+        guard config.fusion != .concat else { return }
+        let bm = batch * M, tm = tokens * M, inj = config.injectionScale, fs = config.featureScale
+        memory(layer: l)
+        ws.dProj.zero()
+        let gk = g("prompt.key_pos"), gv = g("prompt.value_pos")
+        for b in 0..<batch {
+            let xb = x + b * tokens * d, dob = dOut + b * tokens * d, dxb = dX + b * tokens * d
+            let s = ws.scores.p + (l * batch + b) * tm
+            let mask = dropoutMask(layer: l, sample: b)
+            for i in 0..<tm { ws.act.p[i] = silu(s[i]) * (mask?[i] ?? 1) }
+            let dk = ws.proj.p + b * M * d   // proj is free again after memory(): reuse it for dK
+            let dvb = ws.dProj.p + b * M * d // dV first, then dP = fs (dK + dV)
+            // dV = inj * actᵀ dOut ; dAct = inj * dOut Vᵀ ; ds = dAct * mask * silu'(s)
+            gemm(true, false, M, d, tokens, inj, ws.act.p, M, dob, d, 0, dvb, d)
+            gemm(false, true, tokens, M, d, inj, dob, d, ws.values.p + b * M * d, d, 0, ws.dAct.p, M)
+            for i in 0..<tm { ws.dAct.p[i] *= (mask?[i] ?? 1) * siluGrad(s[i]) }
+            gemm(false, false, tokens, d, M, 1, ws.dAct.p, M, ws.keys.p + b * M * d, d, 1, dxb, d)
+            gemm(true, false, M, d, tokens, 1, ws.dAct.p, M, xb, d, 0, dk, d)
+            axpy(M * d, 1, dk, gk)
+            axpy(M * d, 1, dvb, gv)
+            let img: Float = samples[b].features == nil ? 0 : fs
+            for i in 0..<(M * d) { dvb[i] = img * (dk[i] + dvb[i]) }
+        }
+        // memory() left h = SiLU(pre_l) in ws.h, which the projector backward needs.
+        let alpha = ws.alpha.p + l * batch * S
+        let dAlpha = projectorBackward(pre: ws.pre.p + l * bm * r, alpha: alpha)
+        guard routed else { return }
+        let w = p("router.weight") + l * S * d
+        let gw = g("router.weight") + l * S * d, gb = g("router.bias") + l * S
+        for b in 0..<batch {
+            let a = alpha + b * S, u = ws.u.p + (l * batch + b) * d
+            var inner: Float = 0
+            for j in 0..<S { inner += a[j] * dAlpha[b * S + j] }
+            let du = ws.small.p
+            du.update(repeating: 0, count: d)
+            for j in 0..<S {
+                let dg = a[j] * (dAlpha[b * S + j] - inner)
+                gb[j] += dg
+                axpy(d, dg, u, gw + j * d)
+                axpy(d, dg, w + j * d, du)
+            }
+            let n = samples[b].promptCount
+            guard n > 0 else { continue }
+            let share = 1 / Float(n)
+            for t in 0..<n { axpy(d, share, du, dX + (b * tokens + t) * d) }
+        }
+    }
+
+    // MARK: concat (LLaVA): projected features as the first M input embeddings
+
+    /// Writes P(F) [M, d] for each sample into `embeddings` rows b*(M+T) ..< b*(M+T)+M (zeros without an
+    /// image). `stride` is the rows per sample in `embeddings` (M + T).
+    public func concatEmbeddings(into embeddings: UnsafeMutablePointer<Float>, stride: Int) {
+        precondition(config.fusion == .concat)
+        mixFc1(alpha: nil, into: ws.pre.p)
+        projectorOut(pre: ws.pre.p)
+        for b in 0..<batch {
+            let dst = embeddings + b * stride * d
+            if samples[b].features == nil { dst.update(repeating: 0, count: M * d) } else { dst.update(from: ws.proj.p + b * M * d, count: M * d) }
+        }
+    }
+
+    /// Backward of `concatEmbeddings` from the input-embedding gradient; adds projector gradients.
+    public func concatBackward(dEmbeddings: UnsafePointer<Float>, stride: Int) {
+        precondition(config.fusion == .concat)
+        for b in 0..<batch {
+            let dst = ws.dProj.p + b * M * d
+            if samples[b].features == nil { dst.update(repeating: 0, count: M * d) } else { dst.update(from: dEmbeddings + b * stride * d, count: M * d) }
+        }
+        for i in 0..<(batch * M * r) { ws.h.p[i] = silu(ws.pre.p[i]) }
+        _ = projectorBackward(pre: ws.pre.p, alpha: nil)
+    }
+}
+
+// MARK: small kernels (the fuser's own; shapes are tiny next to the backbone's)
+
+/// A reusable scratch buffer, reallocated only when its size changes.
+final class Buffer {
+    private(set) var p = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private(set) var count = 0
+    deinit { p.deallocate() }
+    func resize(_ n: Int) {
+        guard n != count else { return }
+        p.deallocate()
+        p = .allocate(capacity: max(n, 1))
+        p.initialize(repeating: 0, count: max(n, 1))
+        count = n
+    }
+    func zero() { p.update(repeating: 0, count: count) }
+}
+
+@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+@inline(__always) func silu(_ x: Float) -> Float { x * sigmoid(x) }
+@inline(__always) func siluGrad(_ x: Float) -> Float { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
+
+func gemm(_ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+          _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+func axpy(_ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+    cblas_saxpy(Int32(n), a, x, 1, y, 1)
+}
+
+func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+    cblas_sdot(Int32(n), x, 1, y, 1)
+}
+
+func scale(_ n: Int, _ a: Float, _ x: UnsafeMutablePointer<Float>) { cblas_sscal(Int32(n), a, x, 1) }
+
+func colSum(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
+    for i in 0..<rows { axpy(cols, 1, x + i * cols, y) }
+}
+
+func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    var mx = -Float.infinity
+    for i in 0..<n { mx = max(mx, x[i]) }
+    var sum: Float = 0
+    for i in 0..<n { x[i] = expf(x[i] - mx); sum += x[i] }
+    for i in 0..<n { x[i] /= sum }
+}
