@@ -1,0 +1,91 @@
+import Foundation
+
+/// Tiny random frozen backbones for the demo, as Hugging Face would save them: a config.json and
+/// tensors with transformers' names. A pure function of the seed.
+public enum RandomBackbone {
+    /// A CLIPVisionModel with transformers' default initialisation (CLIPPreTrainedModel._init_weights,
+    /// initializer_factor 1, initializer_range 0.02; linear biases zero; layer norms identity).
+    public static func clipVision(_ c: CLIPVisionConfig, seed: UInt64) -> (config: String, tensors: [(String, Tensor)]) {
+        let d = c.hiddenSize, l = c.numHiddenLayers
+        let inStd = 1 / Float(d).squareRoot() / Float(2 * l).squareRoot()
+        let outStd = 1 / Float(d).squareRoot(), fcStd = 1 / Float(2 * d).squareRoot()
+        var t: [(String, Tensor)] = []
+        func normal(_ name: String, _ shape: [Int], _ std: Float) {
+            t.append((name, randomNormal(shape, std: std, seed: seed, name: name)))
+        }
+        func constant(_ name: String, _ shape: [Int], _ value: Float) {
+            let x = Tensor(zeros: shape); x.fill(value); t.append((name, x))
+        }
+        let p = "vision_model."
+        normal(p + "embeddings.class_embedding", [d], 1 / Float(d).squareRoot())
+        normal(p + "embeddings.patch_embedding.weight", [d, c.numChannels, c.patchSize, c.patchSize], 0.02)
+        normal(p + "embeddings.position_embedding.weight", [c.numPatches + 1, d], 0.02)
+        constant(p + "pre_layrnorm.weight", [d], 1); constant(p + "pre_layrnorm.bias", [d], 0)
+        for i in 0..<l {
+            let q = p + "encoder.layers.\(i)."
+            for proj in ["q_proj", "k_proj", "v_proj"] {
+                normal(q + "self_attn.\(proj).weight", [d, d], inStd); constant(q + "self_attn.\(proj).bias", [d], 0)
+            }
+            normal(q + "self_attn.out_proj.weight", [d, d], outStd); constant(q + "self_attn.out_proj.bias", [d], 0)
+            constant(q + "layer_norm1.weight", [d], 1); constant(q + "layer_norm1.bias", [d], 0)
+            normal(q + "mlp.fc1.weight", [c.intermediateSize, d], fcStd); constant(q + "mlp.fc1.bias", [c.intermediateSize], 0)
+            normal(q + "mlp.fc2.weight", [d, c.intermediateSize], inStd); constant(q + "mlp.fc2.bias", [d], 0)
+            constant(q + "layer_norm2.weight", [d], 1); constant(q + "layer_norm2.bias", [d], 0)
+        }
+        constant(p + "post_layernorm.weight", [d], 1); constant(p + "post_layernorm.bias", [d], 0)
+        let config: [String: Any] = [
+            "architectures": ["CLIPVisionModel"], "model_type": "clip_vision_model",
+            "hidden_size": d, "intermediate_size": c.intermediateSize, "num_hidden_layers": l,
+            "num_attention_heads": c.numAttentionHeads, "num_channels": c.numChannels, "image_size": c.imageSize,
+            "patch_size": c.patchSize, "hidden_act": c.hiddenAct, "layer_norm_eps": Double(c.layerNormEps),
+            "torch_dtype": "float32",
+        ]
+        return (json(config), t)
+    }
+
+    /// A LlamaForCausalLM: every weight matrix normal(0, 0.02) — transformers' init — times `weightScale`
+    /// (the demo uses 10: with a random LLM, tiny weights leave the loss stalled near 2.5); norms identity.
+    public static func llama(_ c: LlamaConfig, seed: UInt64, weightScale: Float) -> (config: String, tensors: [(String, Tensor)]) {
+        let d = c.hiddenSize, std = 0.02 * weightScale
+        var t: [(String, Tensor)] = []
+        func normal(_ name: String, _ shape: [Int]) { t.append((name, randomNormal(shape, std: std, seed: seed, name: name))) }
+        func ones(_ name: String, _ shape: [Int]) { let x = Tensor(zeros: shape); x.fill(1); t.append((name, x)) }
+        normal("model.embed_tokens.weight", [c.vocabSize, d])
+        for i in 0..<c.numHiddenLayers {
+            let q = "model.layers.\(i)."
+            ones(q + "input_layernorm.weight", [d])
+            normal(q + "self_attn.q_proj.weight", [c.numAttentionHeads * c.headDim, d])
+            normal(q + "self_attn.k_proj.weight", [c.numKeyValueHeads * c.headDim, d])
+            normal(q + "self_attn.v_proj.weight", [c.numKeyValueHeads * c.headDim, d])
+            normal(q + "self_attn.o_proj.weight", [d, c.numAttentionHeads * c.headDim])
+            ones(q + "post_attention_layernorm.weight", [d])
+            normal(q + "mlp.gate_proj.weight", [c.intermediateSize, d])
+            normal(q + "mlp.up_proj.weight", [c.intermediateSize, d])
+            normal(q + "mlp.down_proj.weight", [d, c.intermediateSize])
+        }
+        ones("model.norm.weight", [d])
+        if !c.tieWordEmbeddings { normal("lm_head.weight", [c.vocabSize, d]) }
+        let config: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": d, "intermediate_size": c.intermediateSize, "num_hidden_layers": c.numHiddenLayers,
+            "num_attention_heads": c.numAttentionHeads, "num_key_value_heads": c.numKeyValueHeads,
+            "head_dim": c.headDim, "vocab_size": c.vocabSize, "rms_norm_eps": Double(c.rmsNormEps),
+            "rope_theta": Double(c.ropeTheta), "tie_word_embeddings": c.tieWordEmbeddings, "hidden_act": "silu",
+            "max_position_embeddings": 2048, "attention_bias": false, "mlp_bias": false,
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32",
+        ]
+        return (json(config), t)
+    }
+
+    static func randomNormal(_ shape: [Int], std: Float, seed: UInt64, name: String) -> Tensor {
+        let x = Tensor(zeros: shape)
+        var rng = InitRNG(seed: seed, name: name)
+        for i in 0..<x.count { x.data[i] = std * rng.normal() }
+        return x
+    }
+
+    static func json(_ object: [String: Any]) -> String {
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}

@@ -1,0 +1,90 @@
+import Model
+
+/// The synthetic visual multiple-choice task behind `coordinator demo-data` (no download needed).
+///
+/// Each 32x32 image shows one shape (square, circle, triangle, cross) in one colour (red, green, blue,
+/// yellow) at a random position and size on a noisy grey background. Each sample asks one question:
+/// "what color is the shape ?" or "what shape is shown ?", with four lettered options in a fixed order per
+/// question type. The order is fixed on purpose: the frozen LLM is random, so it cannot read shuffled
+/// options; with a fixed order the answer depends on the image alone, and text-only guessing stays at 25%.
+public enum DemoTask {
+    public static let imageSize = 32
+    public static let colors = ["red", "green", "blue", "yellow"]
+    public static let shapes = ["square", "circle", "triangle", "cross"]
+    static let rgb: [(Float, Float, Float)] = [(220, 40, 40), (40, 190, 60), (40, 70, 230), (235, 215, 40)]
+
+    /// The task's whole vocabulary; a token's id is its index. Padding is 0.
+    public static let vocabulary: [String] = [
+        "<pad>", "<bos>", "<eos>", "what", "color", "is", "the", "shape", "?", "shown", "(A)", "(B)", "(C)", "(D)",
+        "answer", ":", "A", "B", "C", "D",
+    ] + colors + shapes
+    public static let vocabularySize = 64  // the demo LLM's embedding rows (room to spare)
+    public static let padID: Int32 = 0
+    public static func id(_ word: String) -> Int32 { Int32(vocabulary.firstIndex(of: word)!) }
+    public static let choiceTokenIDs: [Int32] = ["A", "B", "C", "D"].map(id)
+    /// Prompt + answer letter, padded: the longest question is 18 tokens.
+    public static let tokens = 18
+    public static let mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
+    public static let std: [Float] = [0.26862954, 0.26130258, 0.27577711]
+
+    public struct Sample {
+        public var image: [UInt8]      // [3, 32, 32]
+        public var inputIDs: [Int32]   // [tokens]
+        public var labels: [Int32]     // [tokens]
+        public var length: Int32
+        public var answer: Int32
+        public var answerPosition: Int32
+    }
+
+    /// Sample `index` of a split: a pure function of (seed, index).
+    public static func sample(seed: UInt64, index: Int) -> Sample {
+        var rng = InitRNG(seed: seed, name: "demo-sample-\(index)")
+        let color = Int(rng.nextUniform() * 4) % 4
+        let shape = Int(rng.nextUniform() * 4) % 4
+        let askColor = rng.nextUniform() < 0.5
+        let image = render(shape: shape, color: color, rng: &rng)
+        var words = ["<bos>", "what"]
+        words += askColor ? ["color", "is", "the", "shape", "?"] : ["shape", "is", "shown", "?"]
+        let options = askColor ? colors : shapes
+        for (k, letter) in ["(A)", "(B)", "(C)", "(D)"].enumerated() { words += [letter, options[k]] }
+        words += ["answer", ":"]
+        let answer = askColor ? color : shape
+        var ids = words.map(id)
+        let answerPosition = Int32(ids.count - 1)
+        ids.append(choiceTokenIDs[answer])
+        var labels = [Int32](repeating: -100, count: tokens)
+        labels[ids.count - 1] = ids.last!
+        let length = Int32(ids.count)
+        ids += [Int32](repeating: padID, count: tokens - ids.count)
+        return Sample(image: image, inputIDs: ids, labels: labels, length: length, answer: Int32(answer),
+                      answerPosition: answerPosition)
+    }
+
+    static func render(shape: Int, color: Int, rng: inout InitRNG) -> [UInt8] {
+        let n = imageSize
+        let size = 10 + rng.nextUniform() * 10          // 10..20 px across
+        let half = size / 2
+        let cx = half + rng.nextUniform() * (Float(n) - size), cy = half + rng.nextUniform() * (Float(n) - size)
+        let grey = 90 + rng.nextUniform() * 60
+        var pixels = [UInt8](repeating: 0, count: 3 * n * n)
+        let (r, g, b) = rgb[color]
+        for y in 0..<n {
+            for x in 0..<n {
+                let dx = Float(x) + 0.5 - cx, dy = Float(y) + 0.5 - cy
+                let inside: Bool
+                switch shape {
+                case 0: inside = abs(dx) <= half * 0.8 && abs(dy) <= half * 0.8
+                case 1: inside = dx * dx + dy * dy <= half * half
+                case 2: inside = dy <= half * 0.8 && dy >= -half * 0.9 && abs(dx) <= (dy + half * 0.9) * 0.6
+                default: inside = (abs(dx) <= half * 0.3 && abs(dy) <= half) || (abs(dy) <= half * 0.3 && abs(dx) <= half)
+                }
+                for (c, v) in [r, g, b].enumerated() {
+                    let noise = (rng.nextUniform() - 0.5) * 50
+                    let value = (inside ? v : grey) + noise
+                    pixels[c * n * n + y * n + x] = UInt8(max(0, min(255, value)))
+                }
+            }
+        }
+        return pixels
+    }
+}
