@@ -1,4 +1,3 @@
-import COpenBLAS
 import Foundation
 
 /// One sample of a micro-batch, as the fuser sees it.
@@ -104,7 +103,7 @@ public final class Fuser: FFNInjection {
             for m in 0..<M { (dst + m * r).update(from: b1, count: r) }
             for j in 0..<S {
                 let a = alpha.map { $0[b * S + j] } ?? 1
-                axpy(M * r, a, ws.fc1.p + j * bm * r + b * M * r, dst)
+                Vec.axpy(a, ws.fc1.p + j * bm * r + b * M * r, dst, M * r)
             }
         }
     }
@@ -133,8 +132,8 @@ public final class Fuser: FFNInjection {
             let dpre = ws.dH.p + b * M * r
             for j in 0..<S {
                 let a = ws.fc1.p + j * bm * r + b * M * r
-                dAlpha[b * S + j] = dot(M * r, dpre, a)
-                axpy(M * r, alpha.map { $0[b * S + j] } ?? 1, dpre, ws.fc1Grad.p + j * bm * r + b * M * r)
+                dAlpha[b * S + j] = Vec.dot(dpre, a, M * r)
+                Vec.axpy(alpha.map { $0[b * S + j] } ?? 1, dpre, ws.fc1Grad.p + j * bm * r + b * M * r, M * r)
             }
         }
         return dAlpha
@@ -160,11 +159,11 @@ public final class Fuser: FFNInjection {
             let u = ws.u.p + (l * batch + b) * d
             u.update(repeating: 0, count: d)
             let n = samples[b].promptCount
-            for t in 0..<n { axpy(d, 1, x + (b * tokens + t) * d, u) }
-            scale(d, 1 / Float(max(n, 1)), u)
+            for t in 0..<n { Vec.axpy(1, x + (b * tokens + t) * d, u, d) }
+            Vec.scale(u, 1 / Float(max(n, 1)), d)
             let a = alpha + b * S
-            for j in 0..<S { a[j] = bias[j] + dot(d, w + j * d, u) }
-            softmaxInPlace(a, S)
+            for j in 0..<S { a[j] = bias[j] + Vec.dot(w + j * d, u, d) }
+            Softmax.rows(a, rows: 1, n: S)
         }
     }
 
@@ -223,8 +222,8 @@ public final class Fuser: FFNInjection {
             for i in 0..<tm { ws.dAct.p[i] *= (mask?[i] ?? 1) * siluGrad(s[i]) }
             gemm(false, false, tokens, d, M, 1, ws.dAct.p, M, ws.keys.p + b * M * d, d, 1, dxb, d)
             gemm(true, false, M, d, tokens, 1, ws.dAct.p, M, xb, d, 0, dk, d)
-            axpy(M * d, 1, dk, gk)
-            axpy(M * d, 1, dvb, gv)
+            Vec.axpy(1, dk, gk, M * d)
+            Vec.axpy(1, dvb, gv, M * d)
             let img: Float = samples[b].features == nil ? 0 : fs
             for i in 0..<(M * d) { dvb[i] = img * (dk[i] + dvb[i]) }
         }
@@ -243,13 +242,13 @@ public final class Fuser: FFNInjection {
             for j in 0..<S {
                 let dg = a[j] * (dAlpha[b * S + j] - inner)
                 gb[j] += dg
-                axpy(d, dg, u, gw + j * d)
-                axpy(d, dg, w + j * d, du)
+                Vec.axpy(dg, u, gw + j * d, d)
+                Vec.axpy(dg, w + j * d, du, d)
             }
             let n = samples[b].promptCount
             guard n > 0 else { continue }
             let share = 1 / Float(n)
-            for t in 0..<n { axpy(d, share, du, dX + (b * tokens + t) * d) }
+            for t in 0..<n { Vec.axpy(share, du, dX + (b * tokens + t) * d, d) }
         }
     }
 
@@ -296,35 +295,17 @@ final class Buffer {
     func zero() { p.update(repeating: 0, count: count) }
 }
 
-@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
-@inline(__always) func silu(_ x: Float) -> Float { x * sigmoid(x) }
-@inline(__always) func siluGrad(_ x: Float) -> Float { let s = sigmoid(x); return s * (1 + x * (1 - s)) }
+@inline(__always) private func silu(_ x: Float) -> Float { Activation.silu.value(x) }
+@inline(__always) private func siluGrad(_ x: Float) -> Float { Activation.silu.derivative(x) }
 
-func gemm(_ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-          _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+/// Row-major sgemm in the fuser's positional shorthand: C = alpha op(A) op(B) + beta C.
+@inline(__always) private func gemm(_ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                                    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                                    _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    BLAS.gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+              beta: beta, c: c, ldc: ldc)
 }
 
-func axpy(_ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-    cblas_saxpy(Int32(n), a, x, 1, y, 1)
-}
-
-func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
-    cblas_sdot(Int32(n), x, 1, y, 1)
-}
-
-func scale(_ n: Int, _ a: Float, _ x: UnsafeMutablePointer<Float>) { cblas_sscal(Int32(n), a, x, 1) }
-
-func colSum(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
-    for i in 0..<rows { axpy(cols, 1, x + i * cols, y) }
-}
-
-func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-    var mx = -Float.infinity
-    for i in 0..<n { mx = max(mx, x[i]) }
-    var sum: Float = 0
-    for i in 0..<n { x[i] = expf(x[i] - mx); sum += x[i] }
-    for i in 0..<n { x[i] /= sum }
+private func colSum(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
+    for i in 0..<rows { Vec.add(x + i * cols, y, cols) }
 }

@@ -12,8 +12,3 @@ public protocol WeightSource: AnyObject {
     func finish(ignoringPrefixes: [String]) throws
 }
 
-// TEMPORARY until the LLaMA module lands with its own definition (DESIGN.md §4 injection hook).
-public protocol FFNInjection: AnyObject {
-    func forward(layer: Int, x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>)
-    func backward(layer: Int, x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dX: UnsafeMutablePointer<Float>)
-}
