@@ -28,7 +28,10 @@ public struct FuserSample {
 /// candidate and multiplies by F_j once at the end.
 public final class Fuser: FFNInjection {
     public let config: FuserConfig
-    public let params: ParameterSet
+    /// The parameters the next micro-batch runs with; `grads` has the same names and shapes.
+    public var params: ParameterSet {
+        didSet { precondition(params.names == grads.names, "parameter set does not match the fuser") }
+    }
     public let grads: ParameterSet
 
     private var batch = 0, tokens = 0
