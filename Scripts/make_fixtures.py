@@ -19,6 +19,8 @@ Each case is Tests/Fixtures/backbones/<case>/{vision/, language/, inputs.h5, ref
   language/logits float32 [B,T,V], from output_hidden_states=True, float32, eager attention, with the models
   reloaded from the files written (so the reference is what transformers reads from those exact files).
   Position ids are 0..T-1 on every row; padded keys are masked; padded query rows are kept.
+- inputs.safetensors, reference.safetensors: the same arrays under the same names, for Swift tests whose
+  target does not link HDF5.
 
 HF's default init (std 0.02) would make every attention uniform and every output near zero, so weights are
 redrawn at O(1) scale: linear weights N(0, 1/fan_in), embeddings N(0, 1), norm weights 1 + N(0, 0.1^2),
@@ -142,6 +144,13 @@ def write_case(name, make_vision, make_language, vocab, seed):
         f["vision/hidden_states"] = vision_hs.astype(np.float32)
         f["language/hidden_states"] = language_hs.astype(np.float32)
         f["language/logits"] = logits.astype(np.float32)
+    # The same arrays as safetensors, for the Swift model tests, whose target does not link HDF5.
+    save_file({"pixel_values": pixel_values.float().contiguous(), "input_ids": input_ids.to(torch.int32),
+               "attention_mask": attention_mask.to(torch.int32)}, os.path.join(case, "inputs.safetensors"))
+    save_file({"vision/hidden_states": torch.from_numpy(vision_hs).float().contiguous(),
+               "language/hidden_states": torch.from_numpy(language_hs).float().contiguous(),
+               "language/logits": torch.from_numpy(logits).float().contiguous()},
+              os.path.join(case, "reference.safetensors"))
     print(f"{name}: vision {vision_hs.shape} |h| {np.abs(vision_hs).mean():.3f}, language {language_hs.shape} "
           f"|h| {np.abs(language_hs).mean():.3f}, logits {logits.shape} std {logits.std():.3f}")
 

@@ -55,6 +55,35 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
         return try read(info)
     }
 
+    /// Reads an integer tensor (`I32` or `I64`, for example token ids in a test fixture) as Int32 values,
+    /// checking the shape like `take`. Throws `.badDType` for other dtypes or an I64 value outside Int32.
+    public func int32Values(_ name: String, shape: [Int]) throws -> [Int32] {
+        guard let info = tensors[name] else {
+            throw ModelError(.missingTensor, "tensor '\(name)' (expected shape \(shape)) is not in this file", path: url.path)
+        }
+        guard info.shape == shape else {
+            throw ModelError(.badShape, "tensor '\(name)' has shape \(info.shape), expected \(shape)", path: url.path)
+        }
+        guard let base = map.bytes.baseAddress, info.elementCount > 0 else { return [] }
+        let source = base + info.byteRange.lowerBound
+        switch info.dtype {
+        case .i32:
+            return (0..<info.elementCount).map {
+                Int32(littleEndian: source.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))
+            }
+        case .i64:
+            return try (0..<info.elementCount).map {
+                let value = Int64(littleEndian: source.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+                guard let narrow = Int32(exactly: value) else {
+                    throw ModelError(.badDType, "tensor '\(name)' holds \(value), outside Int32", path: url.path)
+                }
+                return narrow
+            }
+        default:
+            throw ModelError(.badDType, "tensor '\(name)' has dtype \(info.dtype); expected I32 or I64", path: url.path)
+        }
+    }
+
     /// Names never taken, excluding those starting with one of `prefixes`, sorted.
     public func untaken(ignoringPrefixes prefixes: [String]) -> [String] {
         let done = lock.withLock { taken }

@@ -57,3 +57,29 @@ struct BackboneFixtureLoadingTests {
         #expect(try language.fingerprint().split(separator: ",").count == language.archive.files.count)
     }
 }
+
+@Suite("golden fixture inputs and references")
+struct BackboneFixtureDataTests {
+    @Test("inputs and references have the documented shapes, in safetensors as in HDF5", arguments: BackboneFixtureLoadingTests.cases)
+    func shapes(name: String) throws {
+        let root = Fixtures.backbones.appendingPathComponent(name)
+        let vision = try CLIPVisionConfig.load(directory: root.appendingPathComponent("vision"))
+        let language = try LlamaConfig.load(directory: root.appendingPathComponent("language"))
+        let inputs = try SafetensorsFile(url: root.appendingPathComponent("inputs.safetensors"))
+        let reference = try SafetensorsFile(url: root.appendingPathComponent("reference.safetensors"))
+        _ = try inputs.take("pixel_values", shape: [2, 3, vision.imageSize, vision.imageSize])
+        let ids = try inputs.int32Values("input_ids", shape: [2, 8])
+        let mask = try inputs.int32Values("attention_mask", shape: [2, 8])
+        #expect(ids.allSatisfy { $0 >= 0 && Int($0) < language.vocabSize })
+        #expect(mask == [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "row 1 is right-padded after 5 tokens")
+        #expect(modelError { _ = try inputs.int32Values("pixel_values", shape: [2, 3, 32, 32]) }?.code == .badDType)
+        _ = try reference.take("vision/hidden_states", shape: [vision.numHiddenLayers + 1, 2, vision.numPatches + 1, vision.hiddenSize])
+        _ = try reference.take("language/hidden_states", shape: [language.numHiddenLayers + 1, 2, 8, language.hiddenSize])
+        let logits = try reference.take("language/logits", shape: [2, 8, language.vocabSize])
+        #expect(logits.array.allSatisfy { $0.isFinite })
+        try reference.finish(ignoringPrefixes: [])
+        for file in ["inputs.h5", "reference.h5"] {
+            #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent(file).path))
+        }
+    }
+}
