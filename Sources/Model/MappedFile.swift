@@ -10,7 +10,8 @@ import Darwin
 /// Several processes mapping the same file share its page-cache pages, which is why the frozen backbone
 /// is mapped rather than read. An empty file maps to an empty buffer without calling `mmap`.
 /// - warning: the pages are read-only: writing through a pointer into them faults. Tensors borrowed from
-///   a map are frozen weights and must never be written.
+///   a map are frozen weights and must never be written. Truncating the file while it is mapped makes
+///   reads past the new end fault (SIGBUS): replace model files by writing new ones, never in place.
 public final class MappedFile: @unchecked Sendable {
     public let url: URL
     /// The mapped bytes; valid for the lifetime of this object.

@@ -142,13 +142,13 @@ enum SafetensorsHeader {
                 throw bad("tensor '\(name)' ends at data offset \(end), past the data section of \(dataLength) bytes (truncated file?)")
             }
             let dtype = SafetensorsDType(entry.dtype)
+            var elements = 1
+            for d in entry.shape {
+                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw bad("tensor '\(name)' has shape \(entry.shape), too large") }
+                elements = product
+            }
             if let size = dtype.byteSize {
-                var elements = 1
-                for d in entry.shape {
-                    let (product, overflow) = elements.multipliedReportingOverflow(by: d)
-                    guard !overflow else { throw bad("tensor '\(name)' has shape \(entry.shape), too large") }
-                    elements = product
-                }
                 let (bytesNeeded, overflow) = elements.multipliedReportingOverflow(by: size)
                 guard !overflow, bytesNeeded == end - begin else {
                     throw bad("tensor '\(name)' is \(dtype) \(entry.shape), which takes \(overflow ? "too many" : String(bytesNeeded)) bytes, but its data_offsets span \(end - begin)")

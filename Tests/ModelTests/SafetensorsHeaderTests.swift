@@ -56,6 +56,9 @@ struct SafetensorsHeaderTests {
         try expectBadHeader(rawSafetensors(header: #"{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}"#, data: [0, 0, 0, 0]),
                             mentions: ["'a'", "negative"])
         try expectBadHeader(rawSafetensors(header: #"{"__metadata__": {"k": 3}}"#), mentions: ["JSON"])
+        // Deep nesting must be refused by the parser, not overflow the stack.
+        try expectBadHeader(rawSafetensors(header: String(repeating: "[", count: 200_000)), mentions: ["JSON"])
+        try expectBadHeader(rawSafetensors(header: "{\"a\": " + String(repeating: "{\"b\": ", count: 100_000)), mentions: ["JSON"])
     }
 
     @Test("offsets past the data section, as in a truncated file")
