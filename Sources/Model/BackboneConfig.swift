@@ -153,3 +153,114 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try c.encode(mlpBias, forKey: .mlpBias)
     }
 }
+
+// MARK: - Reading a model directory's config.json
+
+/// Which transformers class a vision directory was saved from.
+public enum CLIPVisionArchitecture: String, Sendable {
+    /// `CLIPVisionModel` (or `...WithProjection`): `model_type` "clip_vision_model", fields at top level.
+    case clipVisionModel = "CLIPVisionModel"
+    /// Full `CLIPModel`: `model_type` "clip", the vision fields under `vision_config`.
+    case clipModel = "CLIPModel"
+}
+
+extension CLIPVisionConfig {
+    /// Reads `directory/config.json` of a `CLIPVisionModel` or full `CLIPModel` directory.
+    public static func load(directory: URL) throws -> CLIPVisionConfig {
+        try loadWithArchitecture(directory: directory).config
+    }
+
+    /// Reads `directory/config.json` and says which of the two layouts it is.
+    public static func loadWithArchitecture(directory: URL) throws
+        -> (config: CLIPVisionConfig, architecture: CLIPVisionArchitecture) {
+        let (json, path) = try ModelConfigFile.read(directory)
+        let modelType = json["model_type"] as? String
+        let architectures = json["architectures"] as? [String] ?? []
+        let architecture: CLIPVisionArchitecture
+        let fields: [String: Any]
+        if modelType == "clip" || (modelType == nil && json["vision_config"] != nil) {
+            guard let nested = json["vision_config"] as? [String: Any] else {
+                throw ModelError(.badConfig, "a CLIPModel config.json needs a 'vision_config' object", path: path)
+            }
+            architecture = .clipModel
+            fields = nested
+        } else if modelType == "clip_vision_model"
+                    || (modelType == nil && architectures.contains(where: { $0.hasPrefix("CLIPVisionModel") })) {
+            architecture = .clipVisionModel
+            fields = json
+        } else {
+            throw ModelError(.unsupported,
+                "model_type '\(modelType ?? "none")' (architectures \(architectures)) is not a CLIP vision model; expected a CLIPVisionModel ('clip_vision_model') or CLIPModel ('clip') directory",
+                path: path)
+        }
+        let config: CLIPVisionConfig = try ModelConfigFile.decode(fields, path: path)
+        guard config.hiddenSize > 0, config.numAttentionHeads > 0, config.hiddenSize % config.numAttentionHeads == 0 else {
+            throw ModelError(.badConfig, "hidden_size \(config.hiddenSize) is not a multiple of num_attention_heads \(config.numAttentionHeads)", path: path)
+        }
+        guard config.patchSize > 0, config.imageSize > 0, config.imageSize % config.patchSize == 0 else {
+            throw ModelError(.badConfig, "image_size \(config.imageSize) is not a multiple of patch_size \(config.patchSize)", path: path)
+        }
+        guard config.numHiddenLayers > 0, config.intermediateSize > 0, config.numChannels > 0 else {
+            throw ModelError(.badConfig, "num_hidden_layers, intermediate_size and num_channels must be positive", path: path)
+        }
+        return (config, architecture)
+    }
+}
+
+extension LlamaConfig {
+    /// Reads `directory/config.json` of a `LlamaForCausalLM` directory (`model_type` "llama").
+    public static func load(directory: URL) throws -> LlamaConfig {
+        let (json, path) = try ModelConfigFile.read(directory)
+        let modelType = json["model_type"] as? String
+        let architectures = json["architectures"] as? [String] ?? []
+        guard modelType == "llama" || (modelType == nil && architectures.contains("LlamaForCausalLM")) else {
+            throw ModelError(.unsupported,
+                "model_type '\(modelType ?? "none")' (architectures \(architectures)) is not supported; the language model must be a LlamaForCausalLM ('llama')",
+                path: path)
+        }
+        let config: LlamaConfig = try ModelConfigFile.decode(json, path: path)
+        guard config.hiddenSize > 0, config.numHiddenLayers > 0, config.numAttentionHeads > 0,
+              config.headDim > 0, config.vocabSize > 0, config.intermediateSize > 0 else {
+            throw ModelError(.badConfig, "hidden_size, num_hidden_layers, num_attention_heads, head_dim, vocab_size and intermediate_size must be positive", path: path)
+        }
+        return config
+    }
+}
+
+/// Reading `config.json` itself: present, a JSON object, decodable into a config type.
+enum ModelConfigFile {
+    static func read(_ directory: URL) throws -> (json: [String: Any], path: String) {
+        let url = directory.appendingPathComponent("config.json")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ModelError(.fileNotFound, "model directory does not exist (check the model path in the job config)",
+                             path: directory.path)
+        }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelError(.fileNotFound, "config.json is missing: a Hugging Face model directory needs one",
+                             path: url.path)
+        }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+            throw ModelError(.badConfig, "config.json is not valid JSON: \(error.localizedDescription)", path: url.path)
+        }
+        guard let json = object as? [String: Any] else {
+            throw ModelError(.badConfig, "config.json is not a JSON object", path: url.path)
+        }
+        return (json, url.path)
+    }
+
+    static func decode<T: Decodable>(_ fields: [String: Any], path: String) throws -> T {
+        do {
+            let data = try JSONSerialization.data(withJSONObject: fields)
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let error as ModelError {
+            throw ModelError(error.code, error.message, path: path)
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.dataCorrupted(let context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw ModelError(.badConfig, "config.json field '\(key)' has the wrong type: \(context.debugDescription)", path: path)
+        } catch {
+            throw ModelError(.badConfig, "config.json could not be read: \(error)", path: path)
+        }
+    }
+}
