@@ -1,1 +1,0 @@
-// Shard: see DESIGN.md §2.
