@@ -190,6 +190,10 @@ public enum WireCodec {
                     var bytes: UInt64 = 4
                     for _ in 0..<rank {
                         let d = try r.u64("dimension of \(name)")
+                        // Checked alone too: after a zero dimension the product cannot catch a huge one.
+                        guard d <= limits.maxTensorBytes else {
+                            throw WireError.tooLarge("dimension of \(name)", value: d, limit: limits.maxTensorBytes)
+                        }
                         let (p, o) = bytes.multipliedReportingOverflow(by: d)
                         guard !o, p <= limits.maxTensorBytes else {
                             throw WireError.tooLarge("byte size of \(name)", value: o ? .max : p, limit: limits.maxTensorBytes)
