@@ -1,1 +1,0 @@
-// Cluster: see DESIGN.md §2.

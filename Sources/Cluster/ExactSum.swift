@@ -1,0 +1,145 @@
+import Foundation
+import Model
+
+/// One micro-batch's contribution to a step: summed loss, label count and summed gradients.
+public struct GradientContribution: Sendable {
+    public var lossSum: Double
+    public var labelCount: Int64
+    public var grads: [NamedTensor]
+
+    public init(lossSum: Double, labelCount: Int64, grads: [NamedTensor]) {
+        self.lossSum = lossSum
+        self.labelCount = labelCount
+        self.grads = grads
+    }
+
+    public init(_ r: WorkResult) { self.init(lossSum: r.lossSum, labelCount: r.labelCount, grads: r.grads) }
+}
+
+public struct ExactSumError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public var description: String { "cannot combine gradients: \(message)" }
+}
+
+/// Order-independent, reproducible summation of micro-batch contributions (DESIGN.md §6).
+///
+/// Each tensor (and the loss) gets a power-of-two scale 2^e from the largest finite magnitude `m`
+/// over **all** contributions and their number `n`: with m < 2^E, e = 62 - E - ⌈log2 n⌉. Every element
+/// is rounded to the integer nearest to x·2^e (|q| ≤ 2^(62-⌈log2 n⌉)), the integers are added in
+/// Int64 (exact and associative, and n of them cannot overflow), and the sum is converted back once.
+/// Since the max, the scale, the rounding and an integer sum do not depend on order, any permutation
+/// of the same contributions gives a bitwise-identical result.
+///
+/// Precision guarantee: for a tensor with largest magnitude m < 2^E, each element of the result is
+/// within n·2^(E-63+⌈log2 n⌉) + ½ ulp(result) of the exact real sum (the first term is at most
+/// n²·2^-62·2m: for 8 micro-batches about 1e-17·m, far below float32 resolution of m). Elements that are
+/// much smaller than the tensor's largest one keep absolute, not relative, accuracy; an element
+/// below 2^(E-63+⌈log2 n⌉) may round to zero. Non-finite inputs propagate order-independently:
+/// NaN if any NaN or both +∞ and −∞ occur in an element, else ±∞. Label counts add exactly.
+public enum ExactSum {
+    /// The scale exponent e for largest magnitude `maxAbs` over `n` contributions.
+    public static func scaleExponent(maxAbs: Double, count n: Int) -> Int {
+        guard maxAbs > 0, maxAbs.isFinite else { return 0 }
+        let bigE = Int(maxAbs.exponent) + 1  // maxAbs < 2^bigE
+        let logN = n <= 1 ? 0 : Int.bitWidth - (n - 1).leadingZeroBitCount  // ⌈log2 n⌉
+        return 62 - bigE - logN
+    }
+
+    /// Sums the contributions. All must carry the same tensor names with the same shapes (any order
+    /// of names; the result follows the first contribution's order).
+    public static func combine(_ contributions: [GradientContribution]) throws -> GradientContribution {
+        guard let first = contributions.first else { throw ExactSumError(message: "no contributions") }
+        var labels: Int64 = 0
+        for c in contributions {
+            let (s, o) = labels.addingReportingOverflow(c.labelCount)
+            guard !o else { throw ExactSumError(message: "label count overflows Int64") }
+            labels = s
+        }
+        let loss = sumDoubles(contributions.map(\.lossSum))
+        var out: [NamedTensor] = []
+        for g in first.grads {
+            var parts: [Tensor] = []
+            for (i, c) in contributions.enumerated() {
+                guard let t = c.grads.first(where: { $0.name == g.name }) else {
+                    throw ExactSumError(message: "contribution \(i) has no tensor \(g.name)")
+                }
+                guard t.tensor.shape == g.tensor.shape else {
+                    throw ExactSumError(message: "\(g.name) has shape \(t.tensor.shape) in contribution \(i), \(g.tensor.shape) in contribution 0")
+                }
+                parts.append(t.tensor)
+            }
+            out.append(NamedTensor(g.name, sumTensors(parts)))
+        }
+        for (i, c) in contributions.enumerated() where c.grads.count != first.grads.count {
+            throw ExactSumError(message: "contribution \(i) has \(c.grads.count) tensors, contribution 0 has \(first.grads.count)")
+        }
+        return GradientContribution(lossSum: loss, labelCount: labels, grads: out)
+    }
+
+    /// Exact order-independent sum of same-shaped float32 tensors.
+    public static func sumTensors(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty, "sumTensors needs at least one tensor")
+        let shape = parts[0].shape
+        let count = parts[0].count
+        precondition(parts.allSatisfy { $0.shape == shape }, "sumTensors needs same-shaped tensors")
+        var maxAbs: Float = 0
+        var nonFinite = false
+        for t in parts {
+            for x in t.buffer {
+                let a = abs(x)
+                if a.isFinite { maxAbs = max(maxAbs, a) } else { nonFinite = true }
+            }
+        }
+        let e = scaleExponent(maxAbs: Double(maxAbs), count: parts.count)
+        let scale = Double(sign: .plus, exponent: e, significand: 1)  // exact: |e| < 400
+        let acc = UnsafeMutableBufferPointer<Int64>.allocate(capacity: count)
+        defer { acc.deallocate() }
+        acc.initialize(repeating: 0)
+        for t in parts {
+            let src = t.buffer
+            for i in 0..<count {
+                let x = Double(src[i])
+                // x·2^e is exact in Double (24-bit significand, no overflow: |x·2^e| ≤ 2^62).
+                if x.isFinite { acc[i] &+= Int64((x * scale).rounded(.toNearestOrEven)) }
+            }
+        }
+        let result = Tensor(zeros: shape)
+        let dst = result.buffer
+        for i in 0..<count {
+            // Int64 → Float rounds once, to nearest; the power-of-two rescale is exact unless the
+            // result is subnormal or overflows, where it is still deterministic.
+            dst[i] = Float(sign: .plus, exponent: -e, significand: Float(acc[i]))
+        }
+        if nonFinite { applyNonFinite(parts, into: dst) }
+        return result
+    }
+
+    /// Exact order-independent sum of doubles (the loss sums), same construction with 53-bit inputs.
+    public static func sumDoubles(_ xs: [Double]) -> Double {
+        var maxAbs = 0.0
+        var nonFinite = false
+        for x in xs { if x.isFinite { maxAbs = max(maxAbs, abs(x)) } else { nonFinite = true } }
+        if nonFinite {
+            let nan = xs.contains { $0.isNaN } || (xs.contains(.infinity) && xs.contains(-.infinity))
+            return nan ? .nan : (xs.contains(.infinity) ? .infinity : -.infinity)
+        }
+        let e = scaleExponent(maxAbs: maxAbs, count: xs.count)
+        var acc: Int64 = 0
+        for x in xs {
+            // Exact unless x·2^e needs more than Double's exponent range (then e makes it an integer).
+            acc &+= Int64((Double(sign: .plus, exponent: e, significand: x)).rounded(.toNearestOrEven))
+        }
+        return Double(sign: .plus, exponent: -e, significand: Double(acc))
+    }
+
+    private static func applyNonFinite(_ parts: [Tensor], into dst: UnsafeMutableBufferPointer<Float>) {
+        for i in 0..<dst.count {
+            var pos = false, neg = false, nan = false
+            for t in parts {
+                let x = t.data[i]
+                if x.isNaN { nan = true } else if x == .infinity { pos = true } else if x == -.infinity { neg = true }
+            }
+            if nan || (pos && neg) { dst[i] = .nan } else if pos { dst[i] = .infinity } else if neg { dst[i] = -.infinity }
+        }
+    }
+}

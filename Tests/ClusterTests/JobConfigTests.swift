@@ -1,0 +1,155 @@
+import Cluster
+import Foundation
+import Testing
+
+@Suite("Job config")
+struct JobConfigTests {
+    static let minimal = """
+        model: {vision: v, language: l}
+        data: {train: t.h5}
+        """
+
+    func parse(_ yaml: String, _ sets: [String] = []) throws -> JobConfig {
+        try JobConfig.parse(yaml: yaml, baseDirectory: "/jobs/a", overrides: sets.map { try ConfigOverride(parsing: $0) })
+    }
+
+    func problems(_ yaml: String, _ sets: [String] = []) -> [ConfigError.Problem] {
+        do {
+            _ = try parse(yaml, sets)
+            return []
+        } catch let e as ConfigError {
+            return e.problems
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return []
+        }
+    }
+
+    @Test("every key has the DESIGN §8 default except the paths")
+    func defaults() throws {
+        let c = try parse(Self.minimal)
+        #expect(c.model.vision == "/jobs/a/v")
+        #expect(c.model.language == "/jobs/a/l")
+        #expect(c.model.fusion == "dehvf" && c.model.visionLayers == nil && c.model.projectorRank == 128)
+        #expect(c.model.visualTokens == 0 && c.model.featureScale == 0.01 && c.model.injectionScale == 0.1 && c.model.dropout == 0.1)
+        #expect(c.data.train == "/jobs/a/t.h5" && c.data.eval == nil)
+        #expect(c.data.globalBatch == 32 && c.data.microBatch == 4 && c.data.seed == 0)
+        #expect(c.optim.lr == 1e-3 && c.optim.betas == [0.9, 0.95] && c.optim.eps == 1e-8)
+        #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.steps == 300 && c.optim.epochs == nil)
+        #expect(c.compute.threads == 1)
+        #expect(c.checkpoint.every == 50 && c.checkpoint.keep == 3 && c.checkpoint.dir == "/jobs/a/runs")
+        #expect(c.cluster.launcher == "local" && c.cluster.workers == 2 && c.cluster.bind == "tcp://127.0.0.1:5555")
+        #expect(c.cluster.heartbeatMs == 500 && c.cluster.timeoutMs == 5000)
+        #expect(c.security.curve == false)
+        #expect(c.security.secretKey == "/jobs/a/keys/coordinator.key_secret")
+        #expect(c.security.allowedWorkers == "/jobs/a/keys/workers")
+    }
+
+    @Test("clusters/local.yaml loads with the demo values, paths relative to its directory")
+    func demoFile() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let file = root.appendingPathComponent("clusters/local.yaml").path
+        let c = try JobConfig.load(file: file)
+        #expect(c.model.vision == root.appendingPathComponent("data/demo/vision").path)
+        #expect(c.data.eval == root.appendingPathComponent("data/demo/test.h5").path)
+        #expect(c.checkpoint.dir == root.appendingPathComponent("runs/demo").path)
+        #expect(c.model.featureScale == 0.1 && c.model.injectionScale == 3.0)
+        #expect(c.data.microBatch == 8 && c.optim.lr == 1e-2 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
+        #expect(c.checkpoint.every == 500 && c.cluster.launcher == "local")
+    }
+
+    @Test("unknown keys are errors naming the dotted path and the closest known key")
+    func unknownKeys() {
+        let p = problems(Self.minimal + "\noptim: {lrr: 0.1}\nclustr: {}\n")
+        #expect(p.count == 2)
+        let optim = p.first { $0.key == "optim.lrr" }
+        #expect(optim?.code == .unknownKey)
+        #expect(optim?.message.contains("optim.lr") == true)
+        #expect(p.contains { $0.key == "clustr" && $0.message.contains("`cluster`") })
+    }
+
+    @Test("wrong types name the key and the expected type")
+    func wrongTypes() {
+        let p = problems(Self.minimal + "\noptim: {lr: fast, betas: 0.9, warmup_steps: 1.5}\nsecurity: {curve: 3}\nmodel: {vision: v, language: l, vision_layers: [1, x]}")
+        #expect(p.contains { $0.key == "optim.lr" && $0.code == .wrongType && $0.message.contains("number") })
+        #expect(p.contains { $0.key == "optim.betas" && $0.message.contains("list") })
+        #expect(p.contains { $0.key == "optim.warmup_steps" && $0.message.contains("integer") })
+        #expect(p.contains { $0.key == "security.curve" && $0.message.contains("true or false") })
+        #expect(p.contains { $0.key == "model.vision_layers[1]" })
+    }
+
+    @Test("a quoted number is a string, not a number")
+    func quotedNumber() {
+        #expect(problems(Self.minimal + "\ndata: {train: t.h5, seed: \"3\"}").contains { $0.key == "data.seed" })
+    }
+
+    @Test("missing paths are named")
+    func missingPaths() {
+        let p = problems("model: {vision: v}\n")
+        #expect(Set(p.map(\.key)) == ["model.language", "data.train"])
+        #expect(p.allSatisfy { $0.code == .missingKey })
+    }
+
+    @Test("--set overrides parse YAML scalars and flow lists, and unknown override keys fail")
+    func overrides() throws {
+        let c = try parse(Self.minimal, ["optim.lr=3e-4", "model.vision_layers=[0,2]", "cluster.launcher=inprocess",
+                                         "data.eval=e.h5", "optim.epochs=2", "optim.steps=~"])
+        #expect(c.optim.lr == 3e-4)
+        #expect(c.model.visionLayers == [0, 2])
+        #expect(c.cluster.launcher == "inprocess")
+        #expect(c.optim.epochs == 2 && c.optim.steps == nil)
+        #expect(c.data.eval == URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("e.h5").standardizedFileURL.path)
+        #expect(problems(Self.minimal, ["optim.lrr=1"]).contains { $0.key == "optim.lrr" && $0.code == .unknownKey })
+        #expect(throws: ConfigError.self) { try ConfigOverride(parsing: "optim.lr") }
+        #expect(throws: ConfigError.self) { try ConfigOverride(parsing: "optim..lr=1") }
+    }
+
+    @Test("validation explains each bad value", arguments: [
+        ("model.fusion=llava", "model.fusion"),
+        ("cluster.launcher=k8s", "cluster.launcher"),
+        ("data.global_batch=30", "data.global_batch"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("model.dropout=-0.1", "model.dropout"),
+        ("optim.betas=[0.9, 1.0]", "optim.betas"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("data.micro_batch=0", "data.micro_batch"),
+        ("model.projector_rank=-1", "model.projector_rank"),
+        ("compute.threads=0", "compute.threads"),
+        ("cluster.bind=127.0.0.1:5555", "cluster.bind"),
+        ("cluster.bind=tcp://127.0.0.1:0", "cluster.bind"),
+        ("cluster.timeout_ms=100", "cluster.timeout_ms"),
+        ("optim.epochs=3", "optim.steps"),
+    ])
+    func validation(set: String, key: String) {
+        let yaml = set.hasPrefix("optim.epochs") ? Self.minimal + "\noptim: {steps: 10}" : Self.minimal
+        let p = problems(yaml, [set])
+        #expect(p.contains { $0.key == key && $0.code == .invalidValue }, "\(set): \(p)")
+    }
+
+    @Test("canonical JSON round-trips and is independent of key order in the YAML")
+    func canonicalJSON() throws {
+        let a = try parse(Self.minimal + "\noptim: {lr: 0.5, steps: 7}\ncluster: {workers: 3}")
+        let b = try parse("cluster: {workers: 3}\noptim: {steps: 7, lr: 0.5}\ndata: {train: t.h5}\nmodel: {language: l, vision: v}")
+        #expect(a.canonicalJSON() == b.canonicalJSON())
+        #expect(try JobConfig(json: a.canonicalJSON()) == a)
+        #expect(a.canonicalJSON().contains("\"global_batch\":32"))
+        #expect(throws: ConfigError.self) { try JobConfig(json: "{\"model\": 1}") }
+    }
+
+    @Test("the job id ignores where the job runs but not what it trains")
+    func jobID() throws {
+        let a = try parse(Self.minimal)
+        let b = try parse(Self.minimal, ["cluster.bind=tcp://10.0.0.1:7000", "cluster.workers=9", "checkpoint.every=7", "security.curve=true"])
+        let c = try parse(Self.minimal, ["optim.lr=0.002"])
+        #expect(a.jobID == b.jobID)
+        #expect(a.jobID != c.jobID)
+        #expect(a.jobIDString.count == 16)
+        #expect(try JobConfig(json: a.canonicalJSON()).jobID == a.jobID)
+    }
+
+    @Test("invalid YAML and unreadable files are clear errors")
+    func badFiles() {
+        #expect(problems("model: [unclosed").first?.code == .badYAML)
+        #expect { try JobConfig.load(file: "/nonexistent/job.yaml") } throws: { ($0 as? ConfigError)?.code == .unreadableFile }
+    }
+}
