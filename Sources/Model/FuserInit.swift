@@ -27,3 +27,25 @@ extension FuserConfig {
         return set
     }
 }
+
+extension FuserConfig {
+    /// Named tensors (from a checkpoint or the wire) as this fuser's parameter set, in canonical order.
+    /// Strict: a missing, extra or misshapen tensor throws and names it.
+    public func parameters(from pairs: [(String, Tensor)], what: String = "checkpoint") throws -> ParameterSet {
+        let given = Dictionary(pairs.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        let expected = parameterShapes
+        if let extra = pairs.map(\.0).first(where: { name in !expected.contains { $0.name == name } }) {
+            throw ModelError(.unexpectedTensor,
+                "\(what) has tensor '\(extra)', which a \(fusion.rawValue) fuser does not have (it has \(expected.map(\.name).joined(separator: ", ")))")
+        }
+        return ParameterSet(try expected.map { name, shape in
+            guard let t = given[name] else {
+                throw ModelError(.missingTensor, "\(what) lacks tensor '\(name)' \(shape) for a \(fusion.rawValue) fuser")
+            }
+            guard t.shape == shape else {
+                throw ModelError(.badShape, "\(what) tensor '\(name)' has shape \(t.shape); this job's model needs \(shape)")
+            }
+            return (name, t)
+        })
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Model
+import Shard
+
+/// Everything needed to compute a micro-batch of a job, in any process: the frozen backbones (memory
+/// mapped), the datasets, the model with its fuser, and the per-run cache of candidate ViT features.
+/// Used by `worker` and by the coordinator's `inprocess` launcher, so both compute the same bits.
+public final class TrainingEngine {
+    public let job: JobConfig
+    public let fuser: FuserConfig
+    /// The backbone fingerprint (DESIGN.md §5): a worker refuses a job whose fingerprint differs.
+    public let backbone: String
+    public let model: DEHVFModel
+    public let train: DatasetFile
+    public let vision: CLIPVisionModel
+    private var caches: [String: FeatureCache] = [:]
+
+    /// Loads the backbones and opens (and validates) the training dataset; sets the BLAS thread count
+    /// to `compute.threads` (part of the determinism contract).
+    public init(job: JobConfig) throws {
+        self.job = job
+        BLAS.setThreads(job.compute.threads)
+        let visionDir = try VisionBackboneDirectory.open(URL(fileURLWithPath: job.model.vision))
+        let languageDir = try LanguageBackboneDirectory.open(URL(fileURLWithPath: job.model.language))
+        vision = try CLIPVisionModel(config: visionDir.config, weights: visionDir.weights)
+        let llama = try LlamaModel(config: languageDir.config, weights: languageDir.weights)
+        backbone = "vision=\(try visionDir.fingerprint());language=\(try languageDir.fingerprint())"
+        guard let mode = FusionMode(rawValue: job.model.fusion) else {
+            throw ModelError(.badConfig, "model.fusion '\(job.model.fusion)' is not one of dehvf, memvp, concat")
+        }
+        fuser = try FuserConfig(
+            fusion: mode, visionLayers: job.model.visionLayers, projectorRank: job.model.projectorRank,
+            visualTokens: job.model.visualTokens, featureScale: Float(job.model.featureScale),
+            injectionScale: Float(job.model.injectionScale), dropout: Float(job.model.dropout),
+            vision: visionDir.config, language: languageDir.config)
+        train = try DatasetFile(path: job.data.train)
+        try Self.check(train, vision: visionDir.config)
+        model = DEHVFModel(llama: llama, config: fuser, initial: fuser.initialParameters(seed: UInt64(job.data.seed)))
+    }
+
+    /// The job's initial trainable parameters (a pure function of `data.seed`).
+    public func initialParameters() -> ParameterSet { fuser.initialParameters(seed: UInt64(job.data.seed)) }
+
+    /// Opens another dataset of this job (e.g. `data.eval`), checked against the vision model.
+    public func open(_ path: String) throws -> DatasetFile {
+        let d = try DatasetFile(path: path)
+        try Self.check(d, vision: vision.config)
+        return d
+    }
+
+    static func check(_ d: DatasetFile, vision: CLIPVisionConfig) throws {
+        guard d.imageHeight == vision.imageSize, d.imageWidth == vision.imageSize else {
+            throw ModelError(.badShape,
+                "images in \(d.path) are \(d.imageHeight)x\(d.imageWidth), but the vision model takes \(vision.imageSize)x\(vision.imageSize); prepare the data with --image-size \(vision.imageSize)")
+        }
+    }
+
+    /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
+    public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
+        let mb = try dataset.readBatch(indices: indices)
+        let cache = caches[dataset.path] ?? {
+            let c = FeatureCache(vision: vision, config: fuser)
+            caches[dataset.path] = c
+            return c
+        }()
+        let withImage = indices.enumerated().filter { mb.hasImage[$0.offset] != 0 }
+        let feats = try cache.features(for: withImage.map(\.element)) { missing in
+            try dataset.readBatch(indices: missing).normalizedImages()
+        }
+        var features = [Tensor?](repeating: nil, count: indices.count)
+        for ((position, _), f) in zip(withImage, feats) { features[position] = f }
+        let batch = TrainingBatch(tokens: mb.tokens, inputIDs: mb.inputIds, labels: mb.labels, lengths: mb.lengths,
+                                  sampleIndices: indices, features: features)
+        return (batch, mb)
+    }
+
+    /// Vision-tower runs so far for `dataset` (each image at most once per run).
+    public func visionRuns(_ dataset: DatasetFile) -> Int { caches[dataset.path]?.visionRuns ?? 0 }
+
+    /// One micro-batch of training data: loss sum, label count and summed gradients. Dropout masks are
+    /// keyed by (seed, step, sample, layer, element), so the result does not depend on who computes it.
+    public func gradients(indices: [Int], params: ParameterSet, step: Int, dropout: Bool) throws -> MicroBatchGradients {
+        let (batch, _) = try self.batch(train, indices: indices)
+        let mask = dropout ? DropoutMask(p: fuser.dropout, seed: UInt64(job.data.seed), step: step) : nil
+        return try model.gradients(batch, params: params, dropout: mask)
+    }
+}
