@@ -27,6 +27,9 @@ public struct CoordinatorCore: Sendable {
 
     /// Starts a step at `params` (the parameters after the previous step). Every worker gets them with
     /// its first Work of the step.
+    ///
+    /// - warning: Tensors are sent without a copy; do not update `params` in place afterwards (the
+    ///   optimizer should write the next step's parameters into fresh tensors, or copy before sending).
     public mutating func beginStep(_ step: UInt64, epoch: UInt64, microBatches: [[Int64]], dropout: Bool,
                                    params: [NamedTensor], backupAfterMs: Millis, now: Millis) -> [Directive] {
         self.step = step
