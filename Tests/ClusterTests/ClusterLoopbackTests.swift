@@ -91,16 +91,21 @@ struct ClusterLoopbackTests {
 
     /// Runs the coordinator for `steps` SGD steps once `workers` have joined; returns the parameter
     /// bits after each step and the micro-batches that went back to the queue.
-    static func coordinator(router: SocketThread, workers: Int) async throws -> (history: [[UInt32]], deaths: Int) {
+    static let initialParams: [Float] = (0..<12).map { Float($0) / 7 }
+
+    /// With `from`, resumes as a restarted coordinator would from a checkpoint: that step and those
+    /// parameters. Runs up to step `until` (exclusive) and sends Stop only when `stopWorkers`.
+    static func coordinator(router: SocketThread, workers: Int, from start: (step: UInt64, params: [Float]) = (0, initialParams),
+                            until: Int = steps, stopWorkers: Bool = true) async throws -> (history: [[UInt32]], deaths: Int) {
         let inbox = Inbox(router)
-        var params = Tensor(shape: [12], values: (0..<12).map { Float($0) / 7 })
-        var core = CoordinatorCore(jobID: 3, configJSON: "{}", backbone: "fp", step: 0,
+        var params = Tensor(shape: [12], values: start.params)
+        var core = CoordinatorCore(jobID: 3, configJSON: "{}", backbone: "fp", step: start.step,
                                    params: [NamedTensor("w", params)], heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
         var history: [[UInt32]] = []
         var deaths = 0
         var started = false
         let deadline = now() + 30_000
-        while history.count < steps {
+        while Int(start.step) + history.count < until {
             guard now() < deadline else { throw TimedOut(step: core.step) }
             var queue: [Directive] = []
             for event in inbox.drain() {
@@ -114,7 +119,7 @@ struct ClusterLoopbackTests {
             queue += core.tick(now: now())
             if !started, core.membership.live.count >= workers {
                 started = true
-                queue += core.beginStep(0, epoch: 0, microBatches: microBatches(step: 0), dropout: true,
+                queue += core.beginStep(start.step, epoch: 0, microBatches: microBatches(step: start.step), dropout: true,
                                         params: [NamedTensor("w", params)], backupAfterMs: 60_000, now: now())
             }
             while !queue.isEmpty {
@@ -131,7 +136,7 @@ struct ClusterLoopbackTests {
                     for i in 0..<next.count { next.data[i] -= 0.01 * sum.grads[0].tensor.data[i] / Float(sum.labelCount) }
                     params = next
                     history.append(params.array.map(\.bitPattern))
-                    if history.count < steps {
+                    if Int(s) + 1 < until {
                         queue += core.beginStep(s + 1, epoch: 0, microBatches: microBatches(step: s + 1), dropout: true,
                                                 params: [NamedTensor("w", params)], backupAfterMs: 60_000, now: now())
                     }
@@ -141,7 +146,9 @@ struct ClusterLoopbackTests {
             }
             try await Task.sleep(nanoseconds: 2_000_000)
         }
-        for id in core.membership.live { router.send(Envelope(jobID: 3, step: core.step, .stop), to: id.identity) }
+        if stopWorkers {
+            for id in core.membership.live { router.send(Envelope(jobID: 3, step: core.step, .stop), to: id.identity) }
+        }
         return (history, deaths)
     }
 
@@ -160,6 +167,33 @@ struct ClusterLoopbackTests {
             group.cancelAll()
             return result
         }
+    }
+
+    @Test("workers rejoin a coordinator that was killed and resumed; the parameters are bitwise unchanged")
+    func coordinatorRestart() async throws {
+        let reference = try await Self.run(workers: [("r1", false), ("r2", false)])
+        let ctx = try ZMQContext()
+        var first: SocketThread? = try SocketThread(name: "coordinator-1", context: ctx, type: .router, .bind("tcp://127.0.0.1:*"))
+        let endpoint = first!.endpoint
+        let history = try await withThrowingTaskGroup(of: Void.self) { group in
+            for name in ["k1", "k2"] {
+                group.addTask { try await Self.worker(name, endpoint: endpoint, dieOnWork: false) }
+            }
+            // Step 0, then the coordinator vanishes without a word (its socket closes) ...
+            let before = try await Self.coordinator(router: first!, workers: 2, until: 1, stopWorkers: false)
+            first!.stop()
+            first = nil
+            // ... and a new one resumes from the "checkpoint" on the same endpoint.
+            let second = try SocketThread(name: "coordinator-2", context: ctx, type: .router, .bind(endpoint))
+            defer { second.stop() }
+            let resumed = try await Self.coordinator(router: second, workers: 2,
+                                                     from: (1, before.history[0].map(Float.init(bitPattern:))))
+            try await Task.sleep(nanoseconds: 200_000_000)
+            group.cancelAll()
+            return before.history + resumed.history
+        }
+        #expect(history.count == Self.steps)
+        #expect(history == reference.history)
     }
 
     @Test("a worker dying mid-step does not change the parameters by a single bit")
