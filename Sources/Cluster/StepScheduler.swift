@@ -71,12 +71,14 @@ public struct StepScheduler: Sendable {
         return assignIdle(now: now) + completion()
     }
 
-    /// A worker joined mid-step: it gets the current parameters and work.
+    /// A worker joined mid-step: it gets the current parameters and work. A worker that joins again
+    /// (it restarted) has lost whatever it was computing: that goes back to the queue first.
     public mutating func workerJoined(_ id: WorkerID, haveParams has: Bool = false, now: Millis) -> [Directive] {
-        if !workers.contains(id) { workers.append(id) }
+        var out: [Directive] = []
+        if workers.contains(id) { out = workerGone(id, now: now) }
+        workers.append(id)
         if has { haveParams.insert(id) } else { haveParams.remove(id) }
-        outstanding[id] = nil
-        return assignIdle(now: now)
+        return out + assignIdle(now: now)
     }
 
     /// A worker died or left: its micro-batch goes back to the queue (unless another copy is out).

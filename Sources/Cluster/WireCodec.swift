@@ -49,6 +49,8 @@ public enum WireCodec {
 
     // MARK: encode
 
+    /// The frames of an envelope. Tensor names must be at most ``WireLimits/maxNameBytes`` UTF-8 bytes and
+    /// ranks at most ``WireLimits/maxRank`` (true of every DESIGN.md §4 name); the decoder rejects others.
     public static func encode(_ e: Envelope) -> [WireFrame] {
         var h = ByteWriter()
         h.u32(magic)

@@ -21,6 +21,14 @@ final class Inbox: @unchecked Sendable {
         }
     }
 
+    /// Removes and returns everything received so far.
+    func drain() -> [SocketThread.Event] {
+        lock.withLock {
+            defer { events.removeAll() }
+            return events
+        }
+    }
+
     /// Removes and returns the first event matching `match`, waiting up to `timeout` seconds.
     func first(timeout: Double = 5, where match: (SocketThread.Event) -> Bool) async -> SocketThread.Event? {
         let deadline = Date().addingTimeInterval(timeout)

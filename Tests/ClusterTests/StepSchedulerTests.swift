@@ -84,6 +84,17 @@ struct StepSchedulerTests {
         if case .send(_, let e) = d.first, case .params(let p) = e.message { #expect(p == params) } else { Issue.record("params must come first") }
     }
 
+    @Test("a worker that joins again (restarted) loses its micro-batch to the queue and gets params again")
+    func rejoin() {
+        var s = scheduler(k: 2)
+        _ = s.start(workers: [a], haveParams: [a], now: 0)
+        #expect(s.assignment(of: a) == 0)
+        let d = s.workerJoined(a, now: 5)
+        #expect(paramsSent(d) == [a])
+        #expect(work(d).map(\.1) == [0])
+        #expect(s.pending == [1])
+    }
+
     @Test("a slow micro-batch is backed up on an idle worker; first result wins, the late copy is ignored")
     func backup() {
         var s = scheduler(k: 2, backup: 100)
