@@ -193,11 +193,3 @@ public final class LlamaModel: @unchecked Sendable {
         for (i, r) in rows.enumerated() { Vec.add(tmp.data + i * d, dHidden.data + r * d, d) }
     }
 }
-
-extension Tensor {
-    /// An owned copy of `count(shape)` floats at `pointer`.
-    public convenience init(shape: [Int], copying pointer: UnsafePointer<Float>) {
-        self.init(zeros: shape)
-        data.update(from: pointer, count: count)
-    }
-}
