@@ -82,22 +82,34 @@ public enum Attention {
         }
     }
 
-    /// Backward from saved `probs` (every head). Writes dq; writes dk and dv (zeroed here, then
-    /// accumulated over the query heads of each group). `scratch` holds T * T floats.
+    /// Backward. Writes dq; writes dk and dv (zeroed here, then accumulated over the query heads of each
+    /// group). With `probs` (saved by `forward` for every head) they are read; with nil they are recomputed
+    /// per head from q, k and `keyMask` (the same GEMM and softmax as the forward), which keeps training
+    /// memory at O(T²) instead of O(layers · B · heads · T²). `scratch` holds 2 * T * T floats.
     public static func backward(_ s: AttentionShape, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                v: UnsafePointer<Float>, probs: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
-                                dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
-                                dv: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+                                v: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, probs: UnsafePointer<Float>?,
+                                dOut: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
+                                dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+                                scratch: UnsafeMutablePointer<Float>) {
         let T = s.length, hd = s.headDim, group = s.heads / s.kvHeads
         let qs = s.heads * hd, ks = s.kvHeads * hd
+        let recomputed = scratch + T * T
         dk.update(repeating: 0, count: s.batch * T * ks)
         dv.update(repeating: 0, count: s.batch * T * ks)
         for b in 0..<s.batch {
             for h in 0..<s.heads {
-                let p = probs + (b * s.heads + h) * T * T
                 let qp = q + b * T * qs + h * hd, dqp = dq + b * T * qs + h * hd
                 let kvOff = b * T * ks + (h / group) * hd
                 let dop = dOut + b * T * qs + h * hd
+                let p: UnsafePointer<Float>
+                if let probs {
+                    p = probs + (b * s.heads + h) * T * T
+                } else {
+                    BLAS.gemm(transB: true, m: T, n: T, k: hd, alpha: s.scale, a: qp, lda: qs, b: k + kvOff, ldb: ks,
+                              beta: 0, c: recomputed, ldc: T)
+                    maskedSoftmax(recomputed, length: T, causal: s.causal, mask: keyMask.map { $0 + b * T })
+                    p = UnsafePointer(recomputed)
+                }
                 // dP = dO Vᵀ
                 BLAS.gemm(transB: true, m: T, n: T, k: hd, a: dop, lda: qs, b: v + kvOff, ldb: ks,
                           beta: 0, c: scratch, ldc: T)

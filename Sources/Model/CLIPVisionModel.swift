@@ -1,6 +1,6 @@
 /// The frozen CLIP vision tower (transformers' `CLIPVisionTransformer`), forward only: its candidate
 /// features are computed once per image and cached (DESIGN.md §4).
-public final class CLIPVisionModel {
+public final class CLIPVisionModel: @unchecked Sendable {
     public let config: CLIPVisionConfig
     let act: Activation
     let patchWeight: Tensor      // [Dv, C * p * p], the conv weight flattened (c, ky, kx)

@@ -44,7 +44,8 @@ extension LlamaModel {
         // Attention: h' = h + o(attn(rope(q xn), rope(k xn), v xn)), xn = input_layernorm(h)
         BLAS.gemm(m: N, n: qd, k: d, a: ws.dHp.data, lda: d, b: L.ow.data, ldb: qd, beta: 0, c: ws.dAttn.data, ldc: qd)
         let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: H, kvHeads: Hkv, headDim: hd, causal: true)
-        Attention.backward(shape, q: q, k: k, v: v, probs: ws.probs.data + s * shape.probsCount, dOut: ws.dAttn.data,
+        Attention.backward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil, probs: nil,
+                           dOut: ws.dAttn.data,
                            dq: ws.dQ.data, dk: ws.dK.data, dv: ws.dV.data, scratch: ws.dS.data)
         Rotary.apply(ws.dQ.data, rows: N, heads: H, headDim: hd, cos: ws.cos.data, sin: ws.sin.data, inverse: true)
         Rotary.apply(ws.dK.data, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data, inverse: true)

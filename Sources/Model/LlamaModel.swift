@@ -1,6 +1,18 @@
 /// The frozen LLaMA language model (`LlamaForCausalLM` weights), with a training forward that keeps its
 /// activations and a backward that returns activation gradients only (frozen weights get none).
-public final class LlamaModel {
+///
+/// Immutable after loading (hence Sendable); all per-call state lives in a `LlamaWorkspace`, one per thread.
+///
+/// Training step with an injection:
+/// ```swift
+/// let ws = model.makeWorkspace(batch: B, length: T, training: true)   // reuse across steps
+/// let (final, _) = try model.forward(embeddings: e, positions: pos, keyMask: mask, injection: inj, workspace: ws)
+/// let logits = model.logits(final, rows: rows)                         // [rows.count, V]
+/// let dFinal = Tensor(zeros: [B, T, d])
+/// model.accumulateLogitGradient(dLogits, rows: rows, into: dFinal)
+/// let dEmbeddings = try model.backward(dFinal: dFinal, injection: inj, workspace: ws)
+/// ```
+public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let embedTokens: Tensor   // [V, d]
     /// `lm_head.weight`, or `embedTokens` when the embeddings are tied.
@@ -135,8 +147,7 @@ public final class LlamaModel {
         Rotary.apply(k, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
         let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: H, kvHeads: Hkv, headDim: hd, causal: true)
         Attention.forward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil,
-                          probs: ws.training ? ws.probs.data + s * shape.probsCount : ws.probs.data,
-                          saveProbs: ws.training, out: ws.attn.data)
+                          probs: ws.probs.data, saveProbs: false, out: ws.attn.data)
         hp.update(from: h, count: N * d)
         BLAS.gemm(transB: true, m: N, n: d, k: qd, a: ws.attn.data, lda: qd, b: L.ow.data, ldb: qd, beta: 1, c: hp, ldc: d)
 
@@ -180,13 +191,5 @@ public final class LlamaModel {
         Linear.backward(dy: dLogits.data, x: nil, rows: rows.count, inFeatures: d, weight: lmHead.data, outFeatures: V,
                         dx: tmp.data, accumulate: false)
         for (i, r) in rows.enumerated() { Vec.add(tmp.data + i * d, dHidden.data + r * d, d) }
-    }
-}
-
-extension Tensor {
-    /// An owned copy of `count(shape)` floats at `pointer`.
-    public convenience init(shape: [Int], copying pointer: UnsafePointer<Float>) {
-        self.init(zeros: shape)
-        data.update(from: pointer, count: count)
     }
 }

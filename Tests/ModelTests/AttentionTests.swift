@@ -75,8 +75,15 @@ func naiveAttention(_ s: AttentionShape, q: [Float], k: [Float], v: [Float], mas
         #expect(maxAbsDiff(run(q, k, v, save: false), out) == 0)
 
         var dq = [Float](repeating: .nan, count: nq), dk = [Float](repeating: .nan, count: nk), dv = dk
-        var scratch = [Float](repeating: 0, count: 25)
-        Attention.backward(s, q: q, k: k, v: v, probs: probs, dOut: wt, dq: &dq, dk: &dk, dv: &dv, scratch: &scratch)
+        var scratch = [Float](repeating: 0, count: 50)
+        Attention.backward(s, q: q, k: k, v: v, keyMask: nil, probs: probs, dOut: wt, dq: &dq, dk: &dk, dv: &dv, scratch: &scratch)
+        // Recomputing the probabilities (no saved probs) gives the same gradients.
+        var dq2 = dq, dk2 = dk, dv2 = dv
+        (mask ?? []).withUnsafeBufferPointer { mp in
+            Attention.backward(s, q: q, k: k, v: v, keyMask: mask == nil ? nil : mp.baseAddress!, probs: nil, dOut: wt,
+                               dq: &dq2, dk: &dk2, dv: &dv2, scratch: &scratch)
+        }
+        #expect(maxAbsDiff(dq2, dq) < 1e-6 && maxAbsDiff(dk2, dk) < 1e-6 && maxAbsDiff(dv2, dv) < 1e-6)
         #expect(gradientError(dq, numericGradient(q, step: fdStep) { weightedSum(run($0, k, v), wt) }, rtol: fdRtol, atol: fdAtol) <= 1)
         #expect(gradientError(dk, numericGradient(k, step: fdStep) { weightedSum(run(q, $0, v), wt) }, rtol: fdRtol, atol: fdAtol) <= 1)
         #expect(gradientError(dv, numericGradient(v, step: fdStep) { weightedSum(run(q, k, $0), wt) }, rtol: fdRtol, atol: fdAtol) <= 1)

@@ -63,6 +63,31 @@ func randomCLIPWeights(_ c: CLIPVisionConfig, prefix p: String, seed: UInt64) ->
         #expect(maxAbsDiffD(post.array, refPost) < 1e-4)
     }
 
+    @Test("candidate features drop CLS, apply post_layernorm, and average-pool the patch grid")
+    func features() throws {
+        // 16x16 image, patch 4: a 4x4 grid; pooling to 4 tokens averages 2x2 windows.
+        let c = CLIPVisionConfig(hiddenSize: 12, intermediateSize: 20, numHiddenLayers: 2, numAttentionHeads: 3,
+                                 imageSize: 16, patchSize: 4)
+        let w = randomCLIPWeights(c, prefix: "", seed: 23)
+        let model = try CLIPVisionModel(config: c, weights: DictWeights(w))
+        var rng = TestRNG(24)
+        let pixels = rng.tensor([2, 3, 16, 16])
+        let states = try model.forward(pixelValues: pixels)
+        let full = try model.candidateFeatures(pixelValues: pixels, layers: [1, 2])
+        let pooled = try model.candidateFeatures(pixelValues: pixels, layers: [2], visualTokens: 4)[0]
+        let post = model.postLayerNorm(states[2]).array   // [2, 17, 12]
+        #expect(full[1].shape == [2, 16, 12])
+        #expect(maxAbsDiff(full[1].array, Array(post[12..<(17 * 12)]) + Array(post[(18 * 12)...])) == 0)
+        #expect(pooled.shape == [2, 4, 12])
+        // Token (1, 0) of image 1 averages grid cells (2,0), (2,1), (3,0), (3,1).
+        for ch in 0..<12 {
+            let cells = [8, 9, 12, 13].map { post[(17 + 1 + $0) * 12 + ch] }
+            #expect(abs(pooled.array[(4 + 2) * 12 + ch] - cells.reduce(0, +) / 4) < 1e-6)
+        }
+        #expect(throws: ModelError.self) { try model.candidateFeatures(pixelValues: pixels, layers: [1], visualTokens: 9) }
+        #expect(throws: ModelError.self) { try model.candidateFeatures(pixelValues: pixels, layers: [3]) }
+    }
+
     @Test("loading is strict: an unknown tensor and a misshapen one throw")
     func strict() {
         let c = CLIPVisionConfig(hiddenSize: 12, intermediateSize: 20, numHiddenLayers: 1, numAttentionHeads: 3,

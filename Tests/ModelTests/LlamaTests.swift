@@ -159,6 +159,19 @@ final class TestInjection: FFNInjection {
         #expect(analyticParam.map(abs).max()! > 0.01)
     }
 
+    @Test("backward refuses an inference workspace and one that has not run forward")
+    func backwardNeedsTrainingForward() throws {
+        let c = LlamaTests.config
+        let model = try LlamaModel(config: c, weights: DictWeights(randomLlamaWeights(c, seed: 2)))
+        let emb = Tensor(zeros: [1, 3, 16])
+        let inference = model.makeWorkspace(batch: 1, length: 3, training: false)
+        _ = try model.forward(embeddings: emb, workspace: inference)
+        #expect(throws: ModelError.self) { try model.backward(dFinal: emb, workspace: inference) }
+        let fresh = model.makeWorkspace(batch: 1, length: 3, training: true)
+        #expect(throws: ModelError.self) { try model.backward(dFinal: emb, workspace: fresh) }
+        #expect(throws: ModelError.self) { try model.forward(embeddings: Tensor(zeros: [1, 4, 16]), workspace: fresh) }
+    }
+
     @Test("unsupported configs and a missing lm_head throw")
     func strict() throws {
         var c = LlamaTests.config

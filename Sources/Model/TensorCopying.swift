@@ -1,0 +1,7 @@
+extension Tensor {
+    /// An owned copy of `count(shape)` floats at `pointer`.
+    public convenience init(shape: [Int], copying pointer: UnsafePointer<Float>) {
+        self.init(zeros: shape)
+        data.update(from: pointer, count: count)
+    }
+}
