@@ -79,8 +79,9 @@ public final class TrainingEngine {
 
     /// One micro-batch of training data: loss sum, label count and summed gradients. Dropout masks are
     /// keyed by (seed, step, sample, layer, element), so the result does not depend on who computes it.
-    public func gradients(indices: [Int], params: ParameterSet, step: Int, dropout: Bool) throws -> MicroBatchGradients {
-        let (batch, _) = try self.batch(train, indices: indices)
+    public func gradients(indices: [Int], params: ParameterSet, step: Int, dropout: Bool,
+                          dataset: DatasetFile? = nil) throws -> MicroBatchGradients {
+        let (batch, _) = try self.batch(dataset ?? train, indices: indices)
         let mask = dropout ? DropoutMask(p: fuser.dropout, seed: UInt64(job.data.seed), step: step) : nil
         return try model.gradients(batch, params: params, dropout: mask)
     }

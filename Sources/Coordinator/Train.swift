@@ -1,0 +1,160 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Model
+import Shard
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a job: shard the dataset into micro-batches, combine their gradients exactly, apply AdamW.",
+        discussion: """
+            cluster.launcher picks where micro-batches are computed:
+              inprocess  in this process (one machine, no network)
+              local      cluster.workers `worker` processes started here, over ZeroMQ
+              manual     workers that join with `worker --join tcp://HOST:PORT`
+              slurm      workers started by srun (see clusters/slurm/train.sbatch)
+            Progress goes to stderr; one JSON line per step is appended to CHECKPOINT_DIR/train.jsonl.
+            Checkpoints are written every checkpoint.every steps and at the end; --resume continues a job.
+            """)
+
+    @OptionGroup var job: JobOptions
+
+    @Option(help: ArgumentHelp("Continue from a checkpoint: 'latest' (in checkpoint.dir) or a file.", valueName: "latest|PATH"))
+    var resume: String?
+
+    func run() throws {
+        let config = try job.load()
+        try TrainingRun(job: config, resume: resume).run()
+    }
+}
+
+/// One `coordinator train`: the step loop around an executor that computes micro-batches.
+final class TrainingRun {
+    let job: JobConfig
+    let engine: TrainingEngine
+    let sampler: Sampler
+    let state: TrainState
+    let totalSteps: Int
+    let log: FileHandle
+
+    init(job: JobConfig, resume: String?) throws {
+        self.job = job
+        let start = Date()
+        engine = try TrainingEngine(job: job)
+        sampler = try Sampler(count: engine.train.count, globalBatch: job.data.globalBatch,
+                              microBatch: job.data.microBatch, seed: UInt64(job.data.seed))
+        guard sampler.stepsPerEpoch > 0 else {
+            throw UserError("data.global_batch (\(job.data.globalBatch)) is larger than the training set (\(engine.train.count) samples)")
+        }
+        totalSteps = TrainState.totalSteps(job.optim, stepsPerEpoch: sampler.stepsPerEpoch)
+        if let resume {
+            let checkpoint: Checkpoint
+            if resume == "latest" {
+                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir) else {
+                    throw UserError("--resume latest: no checkpoint in \(job.checkpoint.dir) (no 'latest' file); start without --resume")
+                }
+                checkpoint = c
+            } else {
+                checkpoint = try Checkpoint.read(path: resume)
+            }
+            state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.backbone)
+            Console.say("train: resumed from \(checkpoint.source ?? resume) at step \(state.step)")
+        } else {
+            state = TrainState(params: engine.initialParameters())
+        }
+        try FileManager.default.createDirectory(atPath: job.checkpoint.dir, withIntermediateDirectories: true)
+        let logPath = (job.checkpoint.dir as NSString).appendingPathComponent("train.jsonl")
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        let count = engine.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        Console.say("train: \(job.model.fusion), \(count) trainable parameters, \(engine.train.count) samples, "
+            + "\(totalSteps) steps of \(job.data.globalBatch) (\(sampler.microBatchesPerStep) micro-batches of \(job.data.microBatch)); "
+            + "loaded in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+    }
+
+    func run() throws {
+        let executor: StepExecutor = try makeExecutor()
+        defer { executor.shutdown() }
+        let started = Date(), firstStep = state.step
+        var lastCheckpoint = state.step
+        while state.step < totalSteps {
+            let step = state.step
+            let stepStart = Date()
+            let ids = sampler.microBatches(globalStep: step)
+            let contributions = try executor.contributions(
+                step: step, epoch: ids[0].epoch, microBatches: ids.map { sampler.indices($0) }, params: state.params)
+            let combined = try ExactSum.combine(contributions)
+            let loss = try state.apply(combined, optim: job.optim, totalSteps: totalSteps)
+            let now = Date()
+            let done = state.step - firstStep
+            let rate = Double(done * job.data.globalBatch) / now.timeIntervalSince(started)
+            let eta = Double(totalSteps - state.step) * now.timeIntervalSince(started) / Double(done)
+            let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
+            writeLog(["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr, "labels": Int(combined.labelCount),
+                      "step_s": now.timeIntervalSince(stepStart), "samples_per_s": rate, "workers": executor.workersAlive])
+            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
+                                    loss, lr, rate, executor.status, formatDuration(eta)))
+            if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
+                try saveCheckpoint()
+                lastCheckpoint = state.step
+            }
+        }
+        _ = lastCheckpoint
+        let elapsed = Date().timeIntervalSince(started)
+        Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
+                                formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
+                         final: true)
+        if let evalPath = job.data.eval {
+            let report = try engine.evaluate(try engine.open(evalPath), params: state.params, batchSize: job.data.globalBatch)
+            writeLog(["eval": evalPath, "step": state.step, "accuracy": report.overall?.accuracy ?? .nan, "loss": report.loss])
+            Console.say(EvalPrinter.describe(report))
+        }
+    }
+
+    func saveCheckpoint() throws {
+        let epoch = sampler.position(globalStep: max(state.step - 1, 0)).epoch
+        let path = try state.checkpoint(job: job, backbone: engine.backbone, epoch: epoch)
+            .write(to: job.checkpoint.dir, keep: job.checkpoint.keep)
+        if !Console.isTerminal { Console.say("train: checkpoint \(path)") }
+    }
+
+    func writeLog(_ fields: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        log.write(data + Data("\n".utf8))
+    }
+
+    func makeExecutor() throws -> StepExecutor {
+        switch job.cluster.launcher {
+        case "inprocess": return InProcessExecutor(engine: engine)
+        default: throw UserError("cluster.launcher '\(job.cluster.launcher)' is not available yet")
+        }
+    }
+}
+
+/// Computes the micro-batch contributions of one step, wherever that happens.
+protocol StepExecutor: AnyObject {
+    func contributions(step: Int, epoch: Int, microBatches: [[Int]], params: ParameterSet) throws -> [GradientContribution]
+    var workersAlive: Int { get }
+    /// A short status for the progress line.
+    var status: String { get }
+    func shutdown()
+}
+
+/// `launcher: inprocess`: every micro-batch here, in order.
+final class InProcessExecutor: StepExecutor {
+    let engine: TrainingEngine
+    init(engine: TrainingEngine) { self.engine = engine }
+    func contributions(step: Int, epoch: Int, microBatches: [[Int]], params: ParameterSet) throws -> [GradientContribution] {
+        try microBatches.map { try engine.gradients(indices: $0, params: params, step: step, dropout: true).contribution }
+    }
+    var workersAlive: Int { 1 }
+    var status: String { "in-process" }
+    func shutdown() {}
+}
+
+extension JobOptions {
+    func load() throws -> JobConfig {
+        try JobConfig.load(file: config, overrides: try overrides.map { try ConfigOverride(parsing: $0) })
+    }
+}
