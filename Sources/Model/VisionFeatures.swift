@@ -39,38 +39,13 @@ public final class FeatureCache: @unchecked Sendable {
 
     /// Runs the vision tower on a batch and returns each image's candidate features [S, M, Dv].
     public static func candidates(vision: CLIPVisionModel, pixels: Tensor, config: FuserConfig) throws -> [Tensor] {
-        let hidden = try vision.forward(pixelValues: pixels)
-        let b = pixels.shape[0], np = config.patchTokens, dv = config.visionWidth
-        let m = config.visualTokens, s = config.candidates
-        let out = (0..<b).map { _ in Tensor(zeros: [s, m, dv]) }
-        for (j, layer) in config.visionLayers.enumerated() {
-            let post = vision.postLayerNorm(hidden[layer])   // [B, 1+Np, Dv]
-            for i in 0..<b {
-                let patches = post.data + (i * (np + 1) + 1) * dv   // drop CLS
-                pool(patches, patchTokens: np, visualTokens: m, width: dv, into: out[i].data + j * m * dv)
-            }
-        }
-        return out
-    }
-
-    /// Average-pools an [Np, Dv] patch grid to [M, Dv] over non-overlapping k x k windows, row-major over
-    /// the pooled grid (torch's avg_pool2d on the [side, side] grid).
-    static func pool(_ x: UnsafePointer<Float>, patchTokens np: Int, visualTokens m: Int, width dv: Int,
-                     into y: UnsafeMutablePointer<Float>) {
-        if m == np { y.update(from: x, count: np * dv); return }
-        let side = Int(Double(np).squareRoot().rounded()), pooled = Int(Double(m).squareRoot().rounded())
-        let k = side / pooled
-        let inv = 1 / Float(k * k)
-        y.update(repeating: 0, count: m * dv)
-        for py in 0..<pooled {
-            for px in 0..<pooled {
-                let dst = y + (py * pooled + px) * dv
-                for dy in 0..<k {
-                    for dx in 0..<k {
-                        Vec.axpy(inv, x + ((py * k + dy) * side + px * k + dx) * dv, dst, dv)
-                    }
-                }
-            }
+        let perLayer = try vision.candidateFeatures(pixelValues: pixels, layers: config.visionLayers,
+                                                    visualTokens: config.visualTokens)   // S x [B, M, Dv]
+        let b = pixels.shape[0], block = config.visualTokens * config.visionWidth
+        return (0..<b).map { i in
+            let out = Tensor(zeros: [config.candidates, config.visualTokens, config.visionWidth])
+            for (j, f) in perLayer.enumerated() { (out.data + j * block).update(from: f.data + i * block, count: block) }
+            return out
         }
     }
 }
