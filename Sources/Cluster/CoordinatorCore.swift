@@ -1,4 +1,5 @@
-/// The coordinator's protocol logic in one pure struct: admission (Hello → Welcome or Refuse),
+/// The coordinator's protocol logic in one pure struct: admission (Hello → Welcome or Refuse; a Hello
+/// with an empty backbone is a probe, answered with a parameter-less Welcome carrying the job config),
 /// ``Membership`` and the current step's ``StepScheduler`` wired together. The shell decodes frames,
 /// passes envelopes and ticks in, carries out the ``Directive``s, and on `.stepComplete` combines
 /// ``StepScheduler/results`` with ``ExactSum``, applies the optimizer and calls ``beginStep``.
@@ -91,6 +92,12 @@ public struct CoordinatorCore: Sendable {
     private mutating func hello(_ h: Hello, from id: WorkerID, now: Millis) -> [Directive] {
         if h.protocolVersion != wireProtocolVersion {
             return refuse(id, "protocol version \(h.protocolVersion), the coordinator speaks \(wireProtocolVersion)")
+        }
+        if h.backbone.isEmpty {
+            // A worker started without a job file asks what to load: answer with the config only, and
+            // admit it once it says Hello again with the fingerprint of the weights it then holds.
+            return [.log(.info, "\(h.workerName) asked for the job description"),
+                    .send(to: id, Envelope(jobID: jobID, step: step, .welcome(Welcome(configJSON: configJSON, params: []))))]
         }
         if h.backbone != backbone {
             return refuse(id, "wrong backbone: the worker holds \(h.backbone), the job needs \(backbone)")

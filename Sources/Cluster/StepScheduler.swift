@@ -172,7 +172,7 @@ public struct StepScheduler: Sendable {
     private mutating func completion() -> [Directive] {
         guard isComplete, !announced else { return [] }
         announced = true
-        return [.log(.info, "step \(step) complete: \(microBatches.count) micro-batches"), .stepComplete(step: step)]
+        return [.log(.debug, "step \(step) complete: \(microBatches.count) micro-batches"), .stepComplete(step: step)]
     }
 }
 

@@ -75,7 +75,8 @@ final class TrainingRun {
 
     func run() throws {
         let executor: StepExecutor = try makeExecutor()
-        defer { executor.shutdown() }
+        var running = true
+        defer { if running { executor.shutdown() } }
         let started = Date(), firstStep = state.step
         var lastCheckpoint = state.step
         while state.step < totalSteps {
@@ -101,6 +102,8 @@ final class TrainingRun {
             }
         }
         _ = lastCheckpoint
+        executor.shutdown()
+        running = false
         let elapsed = Date().timeIntervalSince(started)
         Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
                                 formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
@@ -127,7 +130,7 @@ final class TrainingRun {
     func makeExecutor() throws -> StepExecutor {
         switch job.cluster.launcher {
         case "inprocess": return InProcessExecutor(engine: engine)
-        default: throw UserError("cluster.launcher '\(job.cluster.launcher)' is not available yet")
+        default: return try DistributedExecutor(job: job, backbone: engine.backbone, step: state.step, params: state.params)
         }
     }
 }

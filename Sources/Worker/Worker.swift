@@ -1,0 +1,67 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Model
+import Shard
+
+/// `worker`: joins a coordinator, holds the frozen backbone (memory-mapped) and computes micro-batches.
+@main
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Join a DEHVF job and compute micro-batch gradients for it.",
+        discussion: """
+            worker --join tcp://HOST:PORT
+            connects to a coordinator (started with `coordinator train`), retrying with backoff until it
+            answers, learns the job, loads the frozen backbone the job names (memory-mapped: workers on one
+            node share its pages), and computes the micro-batches it is given with the job's compute.threads.
+            If the coordinator goes away the worker keeps retrying and rejoins a resumed job. SIGTERM or
+            SIGINT hands back unfinished work and leaves cleanly.
+
+            The job's paths (model.vision, model.language, data.train) must be readable here; remap them with
+            --set if this node mounts them elsewhere. With --config the worker loads the backbone before
+            joining, and the coordinator refuses it if the weights differ from the job's.
+            """)
+
+    @Option(help: ArgumentHelp("The coordinator's address.", valueName: "tcp://HOST:PORT")) var join: String
+    @Option(help: "A job file to load the backbone from before joining (default: the coordinator's job).")
+    var config: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a key of the job's config on this node.", valueName: "dotted.key=value"))
+    var overrides: [String] = []
+    @Option(help: "This worker's name in the coordinator's logs (default: host-pid).") var name: String?
+    @Option(help: ArgumentHelp("This worker's CURVE secret key file (with security.curve on).", valueName: "FILE.key_secret"))
+    var curveSecret: String?
+    @Option(help: ArgumentHelp("The coordinator's CURVE public key file.", valueName: "coordinator.key"))
+    var serverKey: String?
+    @Option(help: "Milliseconds without the coordinator before reconnecting.") var timeoutMs: Int64 = 5000
+    @Option(help: "Milliseconds between heartbeats.") var heartbeatMs: Int64 = 500
+
+    func validate() throws {
+        guard join.hasPrefix("tcp://") else { throw ValidationError("--join takes tcp://HOST:PORT, got '\(join)'") }
+        guard (curveSecret == nil) == (serverKey == nil) else {
+            throw ValidationError("--curve-secret and --server-key go together")
+        }
+    }
+
+    func run() throws {
+        let parsed = try overrides.map { try ConfigOverride(parsing: $0) }
+        var curve: CurveRole?
+        if let curveSecret, let serverKey {
+            curve = .client(try CurveKeyPair(secretKeyFile: curveSecret), serverPublicKey: try Curve.readKey(file: serverKey))
+        }
+        let me = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        var engine: TrainingEngine?
+        if let config {
+            engine = try TrainingEngine(job: try JobConfig.load(file: config, overrides: parsed))
+            say("loaded the backbone (\(engine!.backbone.prefix(60))...)")
+        }
+        let loop = WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
+                              heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+        let code = try loop.run()
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+func say(_ line: String) {
+    FileHandle.standardError.write(Data("worker: \(line)\n".utf8))
+}

@@ -1,0 +1,181 @@
+import Cluster
+import Foundation
+import Model
+import Shard
+
+/// The worker's shell: one thread runs the connection state machine, the socket events and the timers;
+/// a compute thread runs one micro-batch at a time, so heartbeats go on during long ones.
+final class WorkerLoop {
+    enum Event {
+        case socket(SocketThread.Event)
+        case computed(step: UInt64, jobID: UInt64, result: Result<WorkResult, Error>)
+        case signal(Int32)
+    }
+
+    let name: String
+    let endpoint: String
+    let curve: CurveRole?
+    let overrides: [ConfigOverride]
+    var engine: TrainingEngine?
+    let heartbeatMs: Int64, timeoutMs: Int64
+    let queue = EventQueue<Event>()
+    let compute = DispatchQueue(label: "worker-compute")
+    let context: ZMQContext
+    var socket: SocketThread?
+    var conn: WorkerConnection
+    /// The parameters of `paramsStep`, as last sent by the coordinator.
+    var params: ParameterSet?
+    var paramsStep: UInt64 = .max
+    var busy: UInt32?
+    var signals: [DispatchSourceSignal] = []
+
+    init(name: String, endpoint: String, curve: CurveRole?, overrides: [ConfigOverride], engine: TrainingEngine?,
+         heartbeatMs: Int64, timeoutMs: Int64) {
+        self.name = name
+        self.endpoint = endpoint
+        self.curve = curve
+        self.overrides = overrides
+        self.engine = engine
+        self.heartbeatMs = heartbeatMs
+        self.timeoutMs = timeoutMs
+        context = try! ZMQContext()
+        conn = WorkerLoop.connection(name: name, backbone: engine?.backbone ?? "", threads: engine?.job.compute.threads ?? 0,
+                                     heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+    }
+
+    static func connection(name: String, backbone: String, threads: Int, heartbeatMs: Int64, timeoutMs: Int64) -> WorkerConnection {
+        WorkerConnection(hello: Hello(workerName: name, backbone: backbone, computeThreads: UInt32(threads)),
+                         heartbeatMs: heartbeatMs, timeoutMs: timeoutMs, backoffBaseMs: 100, backoffCapMs: 5000)
+    }
+
+    /// Runs until the job ends (0), the coordinator refuses this worker (2), or a signal asks to leave (0).
+    func run() throws -> Int32 {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [queue] in queue.post(.signal(sig)) }
+            source.resume()
+            signals.append(source)
+        }
+        say("joining \(endpoint) as \(name)")
+        var leaving = false
+        if let code = try execute(conn.start(now: monotonicMillis())) { return code }
+        while true {
+            if leaving && busy == nil {
+                for case .send(let e) in conn.leave(unfinished: []) { socket?.send(e) }
+                socket?.stop()
+                say("left the job")
+                return 0
+            }
+            for event in queue.wait(timeoutMs: heartbeatMs / 2) {
+                switch event {
+                case .socket(.message(_, let frames)):
+                    let envelope: Envelope
+                    do { envelope = try WireCodec.decode(frames) } catch {
+                        say("dropped a malformed message: \(error)")
+                        continue
+                    }
+                    // Carry out the connection's directives (a Welcome's parameters) before the message
+                    // itself: a Work may follow its Welcome in the same batch.
+                    if let code = try execute(conn.received(envelope, now: monotonicMillis())) { return code }
+                    handle(envelope)
+                case .socket(.sendFailed(_, let error)):
+                    say("send failed: \(error)")
+                case .socket(.failed(let error)):
+                    say("socket failed: \(error)")
+                case .computed(let step, let jobID, let result):
+                    busy = nil
+                    switch result {
+                    case .success(let r): socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
+                    case .failure(let error): say("micro-batch failed: \(error)")   // the coordinator reassigns it
+                    }
+                case .signal(let sig):
+                    say("signal \(sig): finishing the current micro-batch, then leaving")
+                    leaving = true
+                }
+            }
+            if let code = try execute(conn.tick(now: monotonicMillis())) { return code }
+        }
+    }
+
+    /// Carries out the connection's directives; returns an exit code when the worker must stop.
+    private func execute(_ directives: [WorkerConnection.Directive]) throws -> Int32? {
+        for d in directives {
+            switch d {
+            case .connect:
+                socket?.stop()
+                var o = SocketOptions()
+                o.routingID = Array(name.utf8)
+                o.curve = curve
+                socket = try SocketThread(name: name, context: context, type: .dealer, options: o, .connect(endpoint))
+                socket!.forward(into: queue) { .socket($0) }
+            case .disconnect:
+                socket?.stop()
+                socket = nil
+            case .send(let e):
+                socket?.send(e)
+            case .joined(_, let step, let welcome):
+                try joined(step: step, welcome)
+            case .log(let line):
+                say(line)
+            case .stop(let reason):
+                say(reason)
+                socket?.stop()
+                return reason.contains("refused") ? 2 : 0
+            }
+        }
+        return nil
+    }
+
+    /// Admitted (or, for a probe, told the job): load what the job needs, take the parameters.
+    private func joined(step: UInt64, _ welcome: Welcome) throws {
+        let job = try JobConfig.parse(yaml: welcome.configJSON, source: "the coordinator's job",
+                                      baseDirectory: FileManager.default.currentDirectoryPath, overrides: overrides)
+        if engine == nil || engine!.job != job {
+            say("loading the backbone of job \(job.jobIDString) (\(job.model.vision), \(job.model.language))")
+            engine = try TrainingEngine(job: job)
+        }
+        if welcome.params.isEmpty {
+            // The answer to a probe: say Hello again, now with the fingerprint of what we hold.
+            conn = Self.connection(name: name, backbone: engine!.backbone, threads: job.compute.threads,
+                                   heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+            let again = conn.start(now: monotonicMillis())
+            for d in again {
+                if case .connect = d { continue }   // keep the socket: the coordinator knows this identity
+                if case .send(let e) = d { socket?.send(e) }
+            }
+            return
+        }
+        params = try engine!.fuser.parameters(from: welcome.params.map { ($0.name, $0.tensor) }, what: "the coordinator's parameters")
+        paramsStep = step
+        say("joined at step \(step)")
+    }
+
+    private func handle(_ e: Envelope) {
+        switch e.message {
+        case .params(let p):
+            guard let engine else { return }
+            do {
+                params = try engine.fuser.parameters(from: p.map { ($0.name, $0.tensor) }, what: "the coordinator's parameters")
+                paramsStep = e.step
+            } catch { say("bad parameters for step \(e.step): \(error)") }
+        case .work(let w):
+            guard let engine, let params, paramsStep == e.step, busy == nil else {
+                say("cannot take micro-batch \(w.microBatch) of step \(e.step) now (parameters of step \(paramsStep), busy \(busy.map(String.init) ?? "no"))")
+                return
+            }
+            busy = w.microBatch
+            let step = e.step, job = e.jobID
+            compute.async { [queue] in
+                let result = Result {
+                    let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(step), dropout: w.dropout)
+                    return WorkResult(microBatch: w.microBatch, lossSum: g.lossSum, labelCount: Int64(g.labelCount),
+                                      grads: g.grads.pairs.map { NamedTensor($0.0, $0.1) })
+                }
+                queue.post(.computed(step: step, jobID: job, result: result))
+            }
+        default:
+            break
+        }
+    }
+}
