@@ -24,7 +24,15 @@ public final class FeatureCache: @unchecked Sendable {
         hits += keys.count - missing.count
         lock.unlock()
         if !missing.isEmpty {
-            let computed = try Self.candidates(vision: vision, pixels: try pixels(missing), config: config)
+            // One image per vision forward: sgemm's rounding can depend on how many rows it gets, and which
+            // images a process is missing depends on its history, so batching them would make a feature —
+            // and every gradient after it — depend on which worker computed it (DESIGN.md §6).
+            let all = try pixels(missing)
+            let size = all.count / max(missing.count, 1)
+            let computed = try (0..<missing.count).map { i in
+                let one = Tensor(shape: [1] + all.shape.dropFirst(), borrowing: all.data + i * size, owner: all)
+                return try Self.candidates(vision: vision, pixels: one, config: config)[0]
+            }
             lock.lock()
             for (k, f) in zip(missing, computed) { cache[k] = f }
             visionRuns += missing.count
