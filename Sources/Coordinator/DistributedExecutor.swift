@@ -61,6 +61,7 @@ final class DistributedExecutor: StepExecutor {
                 return s.results.map(GradientContribution.init)
             }
             try checkLocalWorkers()
+            if let sig = Interruption.signal { throw Interrupted(signal: sig) }
             directives = []
             for event in queue.wait(timeoutMs: Int64(job.cluster.heartbeatMs) / 2) { directives += handle(event) }
             let now = monotonicMillis()
@@ -97,10 +98,7 @@ final class DistributedExecutor: StepExecutor {
             switch d {
             case .send(let to, let envelope): router.send(envelope, to: to.identity)
             case .log(let level, let line): if level != .debug { Console.say("coordinator: \(line)") }
-            case .workerJoined(let id, let name): Console.say("coordinator: \(name) joined as \(id) (\(workersAlive) alive)")
-            case .workerDied(_, let name): Console.say("coordinator: \(name) is silent past \(job.cluster.timeoutMs) ms: declared dead, its work goes to others")
-            case .workerLeft(_, let name): Console.say("coordinator: \(name) left (\(workersAlive) alive)")
-            case .stepComplete: break
+            case .workerJoined, .workerDied, .workerLeft, .stepComplete: break   // Membership logs these
             }
         }
     }
@@ -130,9 +128,10 @@ final class DistributedExecutor: StepExecutor {
             var args = ["--join", localEndpoint, "--name", "local-\(i)", "--heartbeat-ms", "\(job.cluster.heartbeatMs)",
                         "--timeout-ms", "\(job.cluster.timeoutMs)"]
             if job.security.curve {
-                let keys = (job.security.allowedWorkers as NSString)
-                args += ["--curve-secret", keys.appendingPathComponent("worker-\(i).key_secret"),
-                         "--server-key", ((job.security.secretKey as NSString).deletingPathExtension as NSString).appendingPathExtension("key")!]
+                // The layout `coordinator keys --out DIR` writes: DIR/coordinator.key, DIR/worker-N.key_secret.
+                let keys = (job.security.secretKey as NSString).deletingLastPathComponent as NSString
+                args += ["--curve-secret", keys.appendingPathComponent("worker-\(i + 1).key_secret"),
+                         "--server-key", keys.appendingPathComponent("coordinator.key")]
             }
             p.arguments = args
             let logPath = (job.checkpoint.dir as NSString).appendingPathComponent("worker-\(i).log")

@@ -23,6 +23,7 @@ struct Train: ParsableCommand {
     var resume: String?
 
     func run() throws {
+        Interruption.install()
         let config = try job.load()
         try TrainingRun(job: config, resume: resume).run()
     }
@@ -36,6 +37,8 @@ final class TrainingRun {
     let state: TrainState
     let totalSteps: Int
     let log: FileHandle
+    /// The step of the newest checkpoint this run wrote or resumed from.
+    var savedStep: Int?
 
     init(job: JobConfig, resume: String?) throws {
         self.job = job
@@ -58,6 +61,7 @@ final class TrainingRun {
                 checkpoint = try Checkpoint.read(path: resume)
             }
             state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.backbone)
+            savedStep = state.step
             Console.say("train: resumed from \(checkpoint.source ?? resume) at step \(state.step)")
         } else {
             state = TrainState(params: engine.initialParameters())
@@ -74,12 +78,24 @@ final class TrainingRun {
     }
 
     func run() throws {
+        do {
+            try train()
+        } catch let i as Interrupted {
+            // Preempted (Slurm's --signal, Ctrl-C): keep what the completed steps earned.
+            Console.progress("", final: true)
+            if state.step > 0 { try saveCheckpoint() }
+            Console.say("train: stopped by signal \(i.signal) after step \(state.step); continue with --resume latest")
+            throw ExitCode(128 + i.signal)
+        }
+    }
+
+    private func train() throws {
         let executor: StepExecutor = try makeExecutor()
         var running = true
         defer { if running { executor.shutdown() } }
         let started = Date(), firstStep = state.step
-        var lastCheckpoint = state.step
         while state.step < totalSteps {
+            if let sig = Interruption.signal { throw Interrupted(signal: sig) }
             let step = state.step
             let stepStart = Date()
             let ids = sampler.microBatches(globalStep: step)
@@ -98,10 +114,8 @@ final class TrainingRun {
                                     loss, lr, rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
                 try saveCheckpoint()
-                lastCheckpoint = state.step
             }
         }
-        _ = lastCheckpoint
         executor.shutdown()
         running = false
         let elapsed = Date().timeIntervalSince(started)
@@ -116,6 +130,8 @@ final class TrainingRun {
     }
 
     func saveCheckpoint() throws {
+        guard savedStep != state.step else { return }
+        defer { savedStep = state.step }
         let epoch = sampler.position(globalStep: max(state.step - 1, 0)).epoch
         let path = try state.checkpoint(job: job, backbone: engine.backbone, epoch: epoch)
             .write(to: job.checkpoint.dir, keep: job.checkpoint.keep)
@@ -161,3 +177,6 @@ extension JobOptions {
         try JobConfig.load(file: config, overrides: try overrides.map { try ConfigOverride(parsing: $0) })
     }
 }
+
+/// A signal asked the job to stop between steps.
+struct Interrupted: Error { var signal: Int32 }

@@ -27,7 +27,7 @@ final class WorkerLoop {
     var params: ParameterSet?
     var paramsStep: UInt64 = .max
     var busy: UInt32?
-    var signals: [DispatchSourceSignal] = []
+    var computed = 0
 
     init(name: String, endpoint: String, curve: CurveRole?, overrides: [ConfigOverride], engine: TrainingEngine?,
          heartbeatMs: Int64, timeoutMs: Int64) {
@@ -50,13 +50,7 @@ final class WorkerLoop {
 
     /// Runs until the job ends (0), the coordinator refuses this worker (2), or a signal asks to leave (0).
     func run() throws -> Int32 {
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [queue] in queue.post(.signal(sig)) }
-            source.resume()
-            signals.append(source)
-        }
+        Interruption.install { [queue] sig in queue.post(.signal(sig)) }
         say("joining \(endpoint) as \(name)")
         var leaving = false
         if let code = try execute(conn.start(now: monotonicMillis())) { return code }
@@ -64,7 +58,7 @@ final class WorkerLoop {
             if leaving && busy == nil {
                 for case .send(let e) in conn.leave(unfinished: []) { socket?.send(e) }
                 socket?.stop()
-                say("left the job")
+                say("left the job; computed \(computed) micro-batches")
                 return 0
             }
             for event in queue.wait(timeoutMs: heartbeatMs / 2) {
@@ -86,7 +80,9 @@ final class WorkerLoop {
                 case .computed(let step, let jobID, let result):
                     busy = nil
                     switch result {
-                    case .success(let r): socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
+                    case .success(let r):
+                        computed += 1
+                        socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
                     case .failure(let error): say("micro-batch failed: \(error)")   // the coordinator reassigns it
                     }
                 case .signal(let sig):
@@ -119,7 +115,7 @@ final class WorkerLoop {
             case .log(let line):
                 say(line)
             case .stop(let reason):
-                say(reason)
+                say("\(reason); computed \(computed) micro-batches")
                 socket?.stop()
                 return reason.contains("refused") ? 2 : 0
             }

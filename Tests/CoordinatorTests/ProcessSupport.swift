@@ -1,0 +1,144 @@
+import Foundation
+import Model
+import Shard
+import Testing
+
+/// Runs the built `coordinator` and `worker` executables as a user would, for the multi-process tests.
+enum Products {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    /// `swift test -c release` builds the executables next to the test bundle.
+    static let directory = Bundle.main.bundleURL.deletingLastPathComponent().lastPathComponent.isEmpty
+        ? root.appendingPathComponent(".build/release") : Bundle.main.bundleURL.deletingLastPathComponent()
+
+    static func path(_ name: String) throws -> String {
+        for dir in [directory, root.appendingPathComponent(".build/release")] {
+            let p = dir.appendingPathComponent(name).path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        throw TestFailure("\(name) is not built: run the tests with `swift test -c release` (Scripts/test)")
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A child process whose stdout and stderr go to a log file.
+final class Child {
+    let process = Process()
+    let log: String
+
+    init(_ executable: String, _ args: [String], log: String) throws {
+        self.log = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.executableURL = URL(fileURLWithPath: try Products.path(executable))
+        process.arguments = args
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    func kill(_ signal: Int32 = SIGKILL) { Foundation.kill(process.processIdentifier, signal) }
+
+    /// Waits for exit; throws with the log if it takes longer than `seconds`.
+    @discardableResult
+    func wait(seconds: Double = 120) throws -> Int32 {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            if Date() > deadline {
+                kill()
+                throw TestFailure("\(process.executableURL!.lastPathComponent) did not exit in \(seconds) s; log:\n\(output)")
+            }
+            usleep(20_000)
+        }
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill() } }
+}
+
+/// Polls `condition` until it holds.
+func waitUntil(_ what: String, seconds: Double = 60, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        if Date() > deadline { throw TestFailure("timed out waiting for \(what)") }
+        usleep(20_000)
+    }
+}
+
+/// A small demo (the README's task, fewer samples) made once for all tests, and job files for it.
+enum Demo {
+    static let lock = NSLock()
+    nonisolated(unsafe) static var made: URL?
+
+    static func data() throws -> URL {
+        lock.lock()
+        defer { lock.unlock() }
+        if let made { return made }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dehvf-demo-\(getpid())")
+        let c = try Child("coordinator", ["demo-data", "--out", dir.path, "--train-samples", "512", "--test-samples", "64"],
+                          log: dir.path + ".log")
+        guard try c.wait() == 0 else { throw TestFailure("demo-data failed:\n\(c.output)") }
+        made = dir
+        return dir
+    }
+
+    static func scratch(_ name: String) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dehvf-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    static func port() -> Int { Int.random(in: 20000...60000) }
+
+    /// A job file in `dir` training the demo for `steps` steps, checkpointing into `dir/run`.
+    static func job(in dir: URL, launcher: String, workers: Int = 2, port: Int, steps: Int, every: Int = 1000,
+                    timeoutMs: Int = 1000, extra: String = "", data: URL? = nil) throws -> String {
+        let d = try data ?? Demo.data()
+        let text = """
+            model:
+              vision: \(d.path)/vision
+              language: \(d.path)/language
+              feature_scale: 0.1
+              injection_scale: 3.0
+            data:
+              train: \(d.path)/train.h5
+              global_batch: 32
+              micro_batch: 8
+            optim:
+              lr: 1.0e-2
+              warmup_steps: 5
+              steps: \(steps)
+            checkpoint:
+              dir: run
+              every: \(every)
+            cluster:
+              launcher: \(launcher)
+              workers: \(workers)
+              bind: tcp://127.0.0.1:\(port)
+              heartbeat_ms: 100
+              timeout_ms: \(timeoutMs)
+            \(extra)
+            """
+        let path = dir.appendingPathComponent("job.yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// The trainable parameters in a run directory's latest checkpoint, and its step.
+    static func latest(_ dir: URL) throws -> (step: Int, params: ParameterSet) {
+        guard let c = try Checkpoint.readLatest(dir: dir.appendingPathComponent("run").path) else {
+            throw TestFailure("no checkpoint in \(dir.path)/run")
+        }
+        return (c.step, ParameterSet(c.params))
+    }
+
+    static func logLines(_ dir: URL) -> Int {
+        ((try? String(contentsOfFile: dir.appendingPathComponent("run/train.jsonl").path, encoding: .utf8)) ?? "")
+            .split(separator: "\n").filter { $0.contains("\"loss\"") && !$0.contains("\"eval\"") }.count
+    }
+}
