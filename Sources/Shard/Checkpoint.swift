@@ -155,13 +155,14 @@ public struct Checkpoint: @unchecked Sendable {
             throw ShardError(.badAttribute, "unsupported checkpoint version", path: path, object: "@version",
                              expected: "\(Self.version)", found: "\(version)")
         }
+        let step = Int(try root.readInt("step")), epoch = Int(try root.readInt("epoch"))
+        let seed = UInt64(bitPattern: try root.readInt("seed"))
+        let config = try root.readString("config"), backbone = try root.readString("backbone")
         let optimizer = try root.openGroup("optimizer")
         let loss = try root.openGroup("history").openDataset("loss")
         try loss.require(.float32)
         var c = Checkpoint(
-            step: Int(try root.readInt("step")), epoch: Int(try root.readInt("epoch")),
-            seed: UInt64(bitPattern: try root.readInt("seed")), config: try root.readString("config"),
-            backbone: try root.readString("backbone"),
+            step: step, epoch: epoch, seed: seed, config: config, backbone: backbone,
             params: try TensorFile.read(group: try root.openGroup("params")),
             expAvg: try TensorFile.read(group: try optimizer.openGroup("exp_avg")),
             expAvgSq: try TensorFile.read(group: try optimizer.openGroup("exp_avg_sq")),
