@@ -106,7 +106,8 @@ def write_dataset(out, task, pad_id, arrays, meta=None, references=None, chunk_r
     n = len(arrays["has_image"])
     rows = max(1, min(chunk_rows, n))
     tmp = out + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    # The HDF5 1.10 format checksums all metadata (as the Swift writer does); Fletcher-32 on every chunk.
+    with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
         f.attrs["format"] = "dehvf-dataset"
         f.attrs["version"] = 1
         f.attrs["task"] = task
@@ -115,9 +116,9 @@ def write_dataset(out, task, pad_id, arrays, meta=None, references=None, chunk_r
         f.attrs["image_std"] = CLIP_STD
         for name, a in arrays.items():
             chunks = None if name == "choice_token_ids" or n == 0 else (rows,) + a.shape[1:]
-            f.create_dataset(name, data=a, chunks=chunks)
+            f.create_dataset(name, data=a, chunks=chunks, fletcher32=chunks is not None)
         for name, a in (meta or {}).items():
-            f.create_dataset("meta/" + name, data=a, chunks=(rows,) if n else None)
+            f.create_dataset("meta/" + name, data=a, chunks=(rows,) if n else None, fletcher32=n > 0)
         if references is not None:
             f.create_dataset("references", data=[json.dumps(r, ensure_ascii=False) for r in references],
                              dtype=h5py.string_dtype())
