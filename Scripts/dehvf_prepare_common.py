@@ -99,12 +99,17 @@ def pad_rows(rows, pad_id, max_tokens):
     return ids, labels, lengths, shift, cut
 
 
-def write_dataset(out, task, pad_id, arrays, meta=None, references=None, chunk_rows=64):
+def write_dataset(out, task, pad_id, arrays, meta=None, references=None, chunk_rows=None):
     """Writes the DESIGN section 5 layout with h5py, every dataset chunked along N."""
     import h5py
 
     n = len(arrays["has_image"])
-    rows = max(1, min(chunk_rows, n))
+
+    def rows(a):
+        # About 64 KiB per chunk (one image per chunk at 224 px), as the Swift DatasetWriter does.
+        per_row = int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize
+        return max(1, min(1024, chunk_rows or (64 << 10) // max(1, per_row), n))
+
     tmp = out + ".tmp"
     # The HDF5 1.10 format checksums all metadata (as the Swift writer does); Fletcher-32 on every chunk.
     with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
@@ -115,10 +120,10 @@ def write_dataset(out, task, pad_id, arrays, meta=None, references=None, chunk_r
         f.attrs["image_mean"] = CLIP_MEAN
         f.attrs["image_std"] = CLIP_STD
         for name, a in arrays.items():
-            chunks = None if name == "choice_token_ids" or n == 0 else (rows,) + a.shape[1:]
+            chunks = None if name == "choice_token_ids" or n == 0 else (rows(a),) + a.shape[1:]
             f.create_dataset(name, data=a, chunks=chunks, fletcher32=chunks is not None)
         for name, a in (meta or {}).items():
-            f.create_dataset("meta/" + name, data=a, chunks=(rows,) if n else None, fletcher32=n > 0)
+            f.create_dataset("meta/" + name, data=a, chunks=(rows(a),) if n else None, fletcher32=n > 0)
         if references is not None:
             f.create_dataset("references", data=[json.dumps(r, ensure_ascii=False) for r in references],
                              dtype=h5py.string_dtype())

@@ -58,7 +58,10 @@ public struct Checkpoint: @unchecked Sendable {
     /// the newest `keep` checkpoint files (and temporaries left by a crashed writer). Returns the path.
     @discardableResult
     public func write(to dir: String, keep: Int) throws -> String {
-        precondition(keep >= 1, "keep must be at least 1")
+        guard keep >= 1 else {
+            throw ShardError(.badValue, "checkpoint.keep must be at least 1", path: dir, expected: ">= 1",
+                             found: "\(keep)")
+        }
         try checkConsistent(path: dir)
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
