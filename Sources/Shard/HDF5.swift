@@ -44,10 +44,10 @@ private func failure(_ what: String, path: String?, object: String?, code: Shard
     let isChecksum = lower.contains("checksum") || lower.contains("fletcher")
     let isDamaged = isChecksum || lower.contains("truncated") || lower.contains("signature")
         || lower.contains("bad value") || lower.contains("addr overflow") || lower.contains("decode")
-    var c = code
-    if isChecksum { c = .corrupt } else if isDamaged && code == .hdf5 { c = .corrupt }
+    let c: ShardError.Code = isDamaged ? .corrupt : code
     let message = c == .corrupt
-        ? "\(what) failed: the file is damaged (checksum or structure); restore or re-create it"
+        ? "\(what) failed: the file is damaged (truncated, or a checksum or structure does not verify); "
+            + "restore or re-create it"
         : "\(what) failed"
     return ShardError(c, message, path: path, object: object, hdf5Stack: stack)
 }

@@ -240,6 +240,7 @@ struct DatasetFileTests {
                 Issue.record("truncated at \(fraction) read without error")
             } catch let e as ShardError {
                 #expect(e.description.contains(p))
+                #expect(e.code == .corrupt, "\(e)")
                 failures += 1
             }
         }
