@@ -59,6 +59,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        .executableTarget(
+            name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
+            path: "Tests/Support/CheckpointCrashWriter"),
+
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "ShardTests", dependencies: ["Shard", "Model"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Model", "Shard"]),

@@ -58,7 +58,10 @@ public struct Checkpoint: @unchecked Sendable {
     /// the newest `keep` checkpoint files (and temporaries left by a crashed writer). Returns the path.
     @discardableResult
     public func write(to dir: String, keep: Int) throws -> String {
-        precondition(keep >= 1, "keep must be at least 1")
+        guard keep >= 1 else {
+            throw ShardError(.badValue, "checkpoint.keep must be at least 1", path: dir, expected: ">= 1",
+                             found: "\(keep)")
+        }
         try checkConsistent(path: dir)
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -155,13 +158,14 @@ public struct Checkpoint: @unchecked Sendable {
             throw ShardError(.badAttribute, "unsupported checkpoint version", path: path, object: "@version",
                              expected: "\(Self.version)", found: "\(version)")
         }
+        let step = Int(try root.readInt("step")), epoch = Int(try root.readInt("epoch"))
+        let seed = UInt64(bitPattern: try root.readInt("seed"))
+        let config = try root.readString("config"), backbone = try root.readString("backbone")
         let optimizer = try root.openGroup("optimizer")
         let loss = try root.openGroup("history").openDataset("loss")
         try loss.require(.float32)
         var c = Checkpoint(
-            step: Int(try root.readInt("step")), epoch: Int(try root.readInt("epoch")),
-            seed: UInt64(bitPattern: try root.readInt("seed")), config: try root.readString("config"),
-            backbone: try root.readString("backbone"),
+            step: step, epoch: epoch, seed: seed, config: config, backbone: backbone,
             params: try TensorFile.read(group: try root.openGroup("params")),
             expAvg: try TensorFile.read(group: try optimizer.openGroup("exp_avg")),
             expAvgSq: try TensorFile.read(group: try optimizer.openGroup("exp_avg_sq")),

@@ -55,10 +55,17 @@ public struct DatasetContents: Sendable {
     public static let clipStd: [Float] = [0.26862954, 0.26130258, 0.27577711]
 }
 
-/// Writes `DatasetContents` in the DESIGN §5 format, every dataset chunked along N.
+/// Writes `DatasetContents` in the DESIGN §5 format, every dataset chunked along N and Fletcher-32
+/// checksummed (so a damaged byte in a file this writes fails the read instead of training on it).
 public enum DatasetWriter {
-    /// Writes `contents` to `path` (replacing it). `chunkRows` rows per chunk.
-    public static func write(_ contents: DatasetContents, to path: String, chunkRows: Int = 64) throws {
+    /// Rows per chunk when not given: about 64 KiB per chunk, at least one row, at most 1024. A
+    /// micro-batch reads a few random rows, and HDF5 decodes (and checksums) whole chunks, so chunks
+    /// stay small: one 224x224 image per chunk, 32 rows of 512 int32 tokens.
+    public static func automaticChunkRows(rowBytes: Int) -> Int { max(1, min(1024, (64 << 10) / max(1, rowBytes))) }
+
+    /// Writes `contents` to `path` (replacing it). `chunkRows` rows per chunk for every dataset, or
+    /// `automaticChunkRows` per dataset when nil.
+    public static func write(_ contents: DatasetContents, to path: String, chunkRows: Int? = nil) throws {
         let c = contents
         let n = c.count, t = c.tokens
         func size<T>(_ name: String, _ a: [T]?, _ expected: Int) throws {
@@ -94,25 +101,27 @@ public enum DatasetWriter {
         try root.setAttribute("image_mean", floats: c.imageMean)
         try root.setAttribute("image_std", floats: c.imageStd)
 
-        let rows = max(1, min(chunkRows, n))
+        func rows(_ rowBytes: Int) -> Int { max(1, min(chunkRows ?? automaticChunkRows(rowBytes: rowBytes), n)) }
+        let imageRows = rows(3 * c.imageHeight * c.imageWidth), tokenRows = rows(4 * t)
+        let byteRows = rows(1), intRows = rows(4)
         try root.write("images", c.images, shape: [n, 3, c.imageHeight, c.imageWidth],
-                       chunk: [rows, 3, c.imageHeight, c.imageWidth])
-        try root.write("has_image", c.hasImage, shape: [n], chunk: [rows])
-        try root.write("input_ids", c.inputIds, shape: [n, t], chunk: [rows, t])
-        try root.write("lengths", c.lengths, shape: [n], chunk: [rows])
-        try root.write("labels", c.labels, shape: [n, t], chunk: [rows, t])
+                       chunk: [imageRows, 3, c.imageHeight, c.imageWidth], fletcher32: true)
+        try root.write("has_image", c.hasImage, shape: [n], chunk: [byteRows], fletcher32: true)
+        try root.write("input_ids", c.inputIds, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
+        try root.write("lengths", c.lengths, shape: [n], chunk: [intRows], fletcher32: true)
+        try root.write("labels", c.labels, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
         if c.task == .multipleChoice, let answer = c.answer, let numChoices = c.numChoices,
            let answerPosition = c.answerPosition, let choiceTokenIds = c.choiceTokenIds {
-            try root.write("answer", answer, shape: [n], chunk: [rows])
-            try root.write("num_choices", numChoices, shape: [n], chunk: [rows])
-            try root.write("answer_position", answerPosition, shape: [n], chunk: [rows])
-            try root.write("choice_token_ids", choiceTokenIds, shape: [choiceTokenIds.count])
+            try root.write("answer", answer, shape: [n], chunk: [intRows], fletcher32: true)
+            try root.write("num_choices", numChoices, shape: [n], chunk: [intRows], fletcher32: true)
+            try root.write("answer_position", answerPosition, shape: [n], chunk: [intRows], fletcher32: true)
+            try root.write("choice_token_ids", choiceTokenIds, shape: [choiceTokenIds.count], fletcher32: true)
         }
         if c.subject != nil || c.context != nil || c.grade != nil {
             let meta = try root.createGroup("meta")
-            if let v = c.subject { try meta.write("subject", v, shape: [n], chunk: [rows]) }
-            if let v = c.context { try meta.write("context", v, shape: [n], chunk: [rows]) }
-            if let v = c.grade { try meta.write("grade", v, shape: [n], chunk: [rows]) }
+            if let v = c.subject { try meta.write("subject", v, shape: [n], chunk: [byteRows], fletcher32: true) }
+            if let v = c.context { try meta.write("context", v, shape: [n], chunk: [byteRows], fletcher32: true) }
+            if let v = c.grade { try meta.write("grade", v, shape: [n], chunk: [byteRows], fletcher32: true) }
         }
         if let refs = c.references { try root.writeStrings("references", refs) }
         try file.flush()

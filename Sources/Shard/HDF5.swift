@@ -12,19 +12,21 @@ private let hdf5Lock: NSRecursiveLock = {
     return lock
 }()
 
-/// Runs `body` holding the HDF5 lock. The first call silences HDF5's stderr printer: its errors come
-/// back as `ShardError`s carrying the stack text instead.
+/// Runs `body` holding the HDF5 lock, with HDF5's stderr printer silenced: its errors come back as
+/// `ShardError`s carrying the stack text instead.
 @inline(__always) @discardableResult
 func withHDF5<T>(_ body: () throws -> T) rethrows -> T {
     hdf5Lock.lock()
     defer { hdf5Lock.unlock() }
     _ = hdf5Initialised
+    // The automatic stderr printer is per thread in this build (it is thread-safe after all, but the
+    // project does not rely on that): switch it off on whichever thread is calling.
+    dehvf_h5_silence_errors()
     return try body()
 }
 
 private let hdf5Initialised: Bool = {
     _ = H5open()
-    dehvf_h5_silence_errors()
     return true
 }()
 
@@ -42,10 +44,10 @@ private func failure(_ what: String, path: String?, object: String?, code: Shard
     let isChecksum = lower.contains("checksum") || lower.contains("fletcher")
     let isDamaged = isChecksum || lower.contains("truncated") || lower.contains("signature")
         || lower.contains("bad value") || lower.contains("addr overflow") || lower.contains("decode")
-    var c = code
-    if isChecksum { c = .corrupt } else if isDamaged && code == .hdf5 { c = .corrupt }
+    let c: ShardError.Code = isDamaged ? .corrupt : code
     let message = c == .corrupt
-        ? "\(what) failed: the file is damaged (checksum or structure); restore or re-create it"
+        ? "\(what) failed: the file is damaged (truncated, or a checksum or structure does not verify); "
+            + "restore or re-create it"
         : "\(what) failed"
     return ShardError(c, message, path: path, object: object, hdf5Stack: stack)
 }
@@ -83,6 +85,8 @@ final class H5Handle {
         withHDF5 {
             guard isOpen else { return 0 }
             isOpen = false
+            // A file created with close degree STRONG closes its objects itself: nothing left to do.
+            if H5Iis_valid(id) <= 0 { return 0 }
             switch kind {
             case .file: return H5Fclose(id)
             case .group: return H5Gclose(id)
@@ -183,14 +187,33 @@ public final class HDF5File {
             // Closing the file closes everything still open in it, so close() really releases it.
             try check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "setting close degree", path: path,
                       object: nil)
+            // The 1.10 file format checksums all metadata (superblock v3, object header v2, chunk indexes
+            // as fixed/extensible arrays), so a damaged byte in it is a clean error: HDF5 1.10 can crash decoding
+            // damaged metadata of the older format. Readable by HDF5 >= 1.10 and by h5py.
+            try check(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110), "setting format version",
+                      path: path, object: nil)
             let id = try checkID(H5Fcreate(path, dehvf_H5F_ACC_TRUNC(), fcpl.id, fapl.id), "creating the file",
                                  path: path, object: nil, code: .io)
-            return HDF5File(path: path, handle: H5Handle(id, .file))
+            let file = HDF5File(path: path, handle: H5Handle(id, .file))
+            file.markTrusted()
+            return file
         }
     }
 
     /// The root group.
     public var root: HDF5Group { HDF5Group(file: self, handle: nil, name: "/") }
+
+    private var heapsVerified = false
+
+    /// Runs `GlobalHeapCheck` once, before the first variable-length read of a file opened for reading.
+    func verifyGlobalHeaps() throws {
+        if heapsVerified { return }
+        try GlobalHeapCheck.verify(path)
+        heapsVerified = true
+    }
+
+    /// Files this process creates need no check.
+    fileprivate func markTrusted() { heapsVerified = true }
 
     /// Flushes HDF5's buffers to the operating system (not to the disk: fsync is the caller's job).
     public func flush() throws {
@@ -581,6 +604,7 @@ public final class HDF5Dataset {
             let n = count
             if n == 0 { return [] }
             if H5Tis_variable_str(storedType.id) > 0 {
+                try group.file.verifyGlobalHeaps()
                 let memType = H5Handle(try checkID(H5Tcopy(storedType.id), "H5Tcopy", path: path, object: name),
                                        .datatype)
                 var ptrs = [UnsafeMutablePointer<CChar>?](repeating: nil, count: n)
@@ -624,18 +648,21 @@ func coalesce(_ sorted: [Int]) -> [Range<Int>] {
 
 /// Attributes on a group (including the root) or a dataset.
 public protocol HDF5AttributeHolder: AnyObject {
+    var attributeFile: HDF5File { get }
     var attributeOwnerID: Int64 { get }
     var attributeFilePath: String { get }
     var attributeObjectName: String { get }
 }
 
 extension HDF5Group: HDF5AttributeHolder {
+    public var attributeFile: HDF5File { file }
     public var attributeOwnerID: Int64 { id }
     public var attributeFilePath: String { path }
     public var attributeObjectName: String { name }
 }
 
 extension HDF5Dataset: HDF5AttributeHolder {
+    public var attributeFile: HDF5File { group.file }
     public var attributeOwnerID: Int64 { handle.id }
     public var attributeFilePath: String { path }
     public var attributeObjectName: String { name }
@@ -711,6 +738,7 @@ extension HDF5AttributeHolder {
                                  expected: "string scalar", found: "\(describeType(t)) x\(n)")
             }
             if H5Tis_variable_str(t) > 0 {
+                try attributeFile.verifyGlobalHeaps()
                 var p: UnsafeMutablePointer<CChar>? = nil
                 try check(H5Aread(a, t, &p), "reading attribute", path: attributeFilePath, object: label(attr),
                           code: .corrupt)
@@ -769,5 +797,85 @@ extension HDF5AttributeHolder {
             var p: UnsafePointer<CChar>? = c
             try createAttribute(attr, type: type.id, dims: nil) { H5Awrite($0, type.id, &p) }
         }
+    }
+}
+
+// MARK: - Global heap check
+
+/// Variable-length strings live in "global heap collections" (GCOL), the one piece of HDF5 metadata
+/// without a checksum. HDF5 1.10.8 trusts the object sizes stored there and copies that many bytes, so a
+/// single damaged size field crashes the process (found by this project's byte-flip test). Before the
+/// first variable-length read from a file, every collection in it is walked and each object must fit
+/// inside its collection; a damaged one is a `.corrupt` error instead of a crash.
+///
+/// The file is memory-mapped and searched for the signature with memmem (memory speed). A candidate
+/// whose version or reserved bytes are wrong is not a collection (HDF5 itself rejects those cleanly).
+enum GlobalHeapCheck {
+    static func verify(_ path: String) throws {
+        let fd = open(path, O_RDONLY)
+        if fd < 0 { throw ShardError(.cannotOpen, "cannot open for checking: \(String(cString: strerror(errno)))", path: path) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ShardError(.io, "cannot stat", path: path) }
+        let size = Int(st.st_size)
+        if size < 16 { return }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw ShardError(.io, "cannot map for checking: \(String(cString: strerror(errno)))", path: path)
+        }
+        defer { munmap(base, size) }
+        let bytes = base.assumingMemoryBound(to: UInt8.self)
+        // Only 8-byte lengths are understood (every HDF5 writer's default); otherwise leave it to HDF5.
+        if lengthSize(bytes, size) != 8 { return }
+        func u16(_ o: Int) -> Int { Int(bytes[o]) | (Int(bytes[o + 1]) << 8) }
+        func u64(_ o: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for k in 0..<8 { v |= UInt64(bytes[o + k]) << UInt64(8 * k) }
+            return v
+        }
+        var from = 0
+        while from + 16 <= size {
+            // memchr for 'G' (libc speed), then the other three signature bytes.
+            guard let hit = memchr(bytes + from, 0x47, size - from) else { break }
+            let start: Int = UnsafeRawPointer(bytes).distance(to: UnsafeRawPointer(hit))
+            from = start + 1
+            guard start + 16 <= size, bytes[start + 1] == 0x43, bytes[start + 2] == 0x4F, bytes[start + 3] == 0x4C,
+                  bytes[start + 4] == 1, bytes[start + 5] == 0, bytes[start + 6] == 0, bytes[start + 7] == 0
+            else { continue }
+            let collection: UInt64 = u64(start + 8)
+            guard collection >= 16, collection <= UInt64(size - start) else {
+                throw damaged(path, start, "collection size \(collection) runs past the end of the file")
+            }
+            let end: Int = start + Int(collection)
+            // The same walk as HDF5's H5HG__cache_heap_deserialize, with the bounds checks it lacks: it
+            // loops forever on a free-space block of size 0 and reads past the collection on an
+            // oversized object.
+            var pos: Int = start + 16
+            while pos + 16 <= end {
+                let index: Int = u16(pos)
+                let objectSize: UInt64 = u64(pos + 8)
+                let room: Int = end - pos
+                // Object 0 is free space and its size includes its own 16-byte header.
+                let need: UInt64 = index == 0 ? objectSize : 16 + (objectSize + 7) / 8 * 8
+                guard index != 0 || objectSize >= 16 else {
+                    throw damaged(path, start, "free-space block of \(objectSize) bytes")
+                }
+                guard objectSize <= UInt64(room), need <= UInt64(room) else {
+                    throw damaged(path, start, "object \(index) claims \(objectSize) bytes, the collection has \(room) left")
+                }
+                pos += Int(need)
+            }
+        }
+    }
+
+    /// Size of lengths from a superblock at offset 0 (v0/1: byte 14; v2/3: byte 10); nil if not found there.
+    private static func lengthSize(_ b: UnsafePointer<UInt8>, _ size: Int) -> Int? {
+        let magic: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+        guard size >= 16, (0..<8).allSatisfy({ b[$0] == magic[$0] }) else { return nil }
+        return b[8] <= 1 ? Int(b[14]) : Int(b[10])
+    }
+
+    private static func damaged(_ path: String, _ offset: Int, _ what: String) -> ShardError {
+        ShardError(.corrupt, "the file is damaged: global heap at byte \(offset): \(what); restore or re-create it",
+                   path: path)
     }
 }

@@ -1,0 +1,174 @@
+import Foundation
+import Model
+import Shard
+import Testing
+
+/// A checkpoint whose every value is a function of `step`, so a reader can tell a complete one.
+func sampleCheckpoint(step: Int, big: Bool = false) -> Checkpoint {
+    func t(_ shape: [Int], _ salt: Float) -> Tensor {
+        let n = shape.reduce(1, *)
+        return Tensor(shape: shape, values: (0..<n).map { Float(step) * 1000 + salt + Float($0) * 0.001 })
+    }
+    let shapes: [(String, [Int])] = [
+        ("router.weight", big ? [4, 4, 4096] : [2, 3, 4]), ("router.bias", [2, 3]),
+        ("projector.fc1.weight", [5, 6]), ("projector.fc1.bias", [5]), ("prompt.key_pos", [7, 4]),
+    ]
+    return Checkpoint(
+        step: step, epoch: step / 3, seed: 0xDEAD_BEEF_0000_0001, config: "{\"model\": {\"fusion\": \"dehvf\"}, \"ü\": 1}",
+        backbone: "vision 123 sha256:ab; language 456 sha256:cd",
+        params: shapes.map { ($0.0, t($0.1, 0.25)) }, expAvg: shapes.map { ($0.0, t($0.1, 0.5)) },
+        expAvgSq: shapes.map { ($0.0, t($0.1, 0.75)) }, lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
+}
+
+/// Bitwise equality of two tensor lists, names and order included.
+func sameTensors(_ a: [(String, Tensor)], _ b: [(String, Tensor)]) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { x, y in
+        x.0 == y.0 && x.1.shape == y.1.shape
+            && memcmp(x.1.data, y.1.data, x.1.count * MemoryLayout<Float>.size) == 0
+    }
+}
+
+func sameCheckpoint(_ a: Checkpoint, _ b: Checkpoint) -> Bool {
+    a.step == b.step && a.epoch == b.epoch && a.seed == b.seed && a.config == b.config && a.backbone == b.backbone
+        && sameTensors(a.params, b.params) && sameTensors(a.expAvg, b.expAvg) && sameTensors(a.expAvgSq, b.expAvgSq)
+        && a.lossHistory.map(\.bitPattern) == b.lossHistory.map(\.bitPattern)
+}
+
+@Suite("Checkpoints", .serialized)
+struct CheckpointTests {
+    @Test("write then read gives back every value bitwise, in order, with latest naming it")
+    func roundTrip() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        #expect(try Checkpoint.readLatest(dir: dir.path) == nil)
+        let c = sampleCheckpoint(step: 5)
+        c.params[0].1.data[0] = .nan
+        c.params[0].1.data[1] = -0.0
+        c.params[0].1.data[2] = .leastNonzeroMagnitude
+        let path = try c.write(to: dir.path, keep: 2)
+        #expect(path.hasSuffix("/step-00000005.h5"))
+        #expect(try String(contentsOfFile: dir.file("latest"), encoding: .utf8) == "step-00000005.h5\n")
+        let r = try #require(try Checkpoint.readLatest(dir: dir.path))
+        #expect(sameCheckpoint(c, r))
+        #expect(r.params.map(\.0) == ["router.weight", "router.bias", "projector.fc1.weight", "projector.fc1.bias", "prompt.key_pos"])
+        #expect(r.source == path)
+    }
+
+    @Test("keep policy: only the newest `keep` files remain, and latest names the newest")
+    func keepPolicy() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        for step in [1, 2, 3, 10, 11] { try sampleCheckpoint(step: step).write(to: dir.path, keep: 3) }
+        // A temporary left by a writer that died is cleaned up by the next write.
+        FileManager.default.createFile(atPath: dir.file(".step-00000012.h5.tmp-999999"), contents: Data([1, 2]))
+        try sampleCheckpoint(step: 12).write(to: dir.path, keep: 3)
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        #expect(names == ["latest", "step-00000010.h5", "step-00000011.h5", "step-00000012.h5"])
+        #expect(try Checkpoint.readLatest(dir: dir.path)?.step == 12)
+        try sampleCheckpoint(step: 13).write(to: dir.path, keep: 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["latest", "step-00000013.h5"])
+    }
+
+    @Test("a flipped byte inside a tensor's chunk is a clear corrupt-tensor error")
+    func corruptTensor() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let c = sampleCheckpoint(step: 4)
+        let path = try c.write(to: dir.path, keep: 1)
+        let target = c.params[2].1  // projector.fc1.weight: find its stored bytes and damage one
+        let at = try #require(try offset(of: bytes(of: target.array), in: path))
+        try flipByte(path, at: at + 9)
+        expectShardError(.corrupt, mentioning: [path, "/params/projector.fc1.weight", "corrupt"]) {
+            _ = try Checkpoint.read(path: path)
+        }
+        expectShardError(.corrupt, mentioning: ["projector.fc1.weight"]) { _ = try Checkpoint.readLatest(dir: dir.path) }
+    }
+
+    @Test("missing attributes, a bad latest and inconsistent state are named")
+    func badFiles() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let f = try HDF5File.create(dir.file("x.h5"))
+        try f.root.setAttribute("format", string: "dehvf-checkpoint")
+        try f.root.setAttribute("version", int: 1)
+        try f.close()
+        expectShardError(.missingAttribute, mentioning: ["x.h5", "@step"]) { _ = try Checkpoint.read(path: dir.file("x.h5")) }
+        try DurableFile.write(dir.file("latest"), text: "../etc/passwd\n")
+        expectShardError(.corrupt, mentioning: ["latest", "step-NNNNNNNN.h5"]) { _ = try Checkpoint.readLatest(dir: dir.path) }
+        var c = sampleCheckpoint(step: 3)
+        c.lossHistory.removeLast()
+        expectShardError(.badShape, mentioning: ["history/loss", "[3]", "[2]"]) { try c.write(to: dir.path, keep: 1) }
+        c = sampleCheckpoint(step: 3)
+        c.expAvg.removeLast()
+        expectShardError(.badShape, mentioning: ["optimizer/exp_avg"]) { try c.write(to: dir.path, keep: 1) }
+    }
+
+    @Test("compatibility check names every difference")
+    func validate() throws {
+        let c = sampleCheckpoint(step: 1)
+        let expected = c.params.map { ($0.0, $0.1.shape) }
+        try c.validate(backbone: c.backbone, parameters: expected)
+        var wrong = expected
+        wrong[0].1 = [2, 3, 5]
+        wrong.removeLast()
+        wrong.append(("prompt.value_pos", [7, 4]))
+        expectShardError(.incompatibleCheckpoint, mentioning: [
+            "backbone fingerprint differs", "router.weight has shape [2, 3, 4], job expects [2, 3, 5]",
+            "prompt.value_pos [7, 4] missing", "unexpected parameter prompt.key_pos",
+        ]) { try c.validate(backbone: "other", parameters: wrong) }
+    }
+
+    @Test("named-tensor files for inspect gradients: groups and root tensors round trip")
+    func tensorFile() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let grads = sampleCheckpoint(step: 2).params
+        let loss = Tensor(shape: [], values: [2.5])
+        try TensorFile.write(to: dir.file("g.h5"), groups: [("grads", grads)], root: [("loss", loss)],
+                             strings: [("format", "dehvf-gradients")], ints: [("step", 2)])
+        let f = try HDF5File.open(dir.file("g.h5"))
+        #expect(sameTensors(try TensorFile.read(group: try f.root.openGroup("grads")), grads))
+        let l = try TensorFile.readTensor("loss", in: f.root)
+        #expect(l.shape == [] && l.data[0] == 2.5)
+        #expect(try f.root.readString("format") == "dehvf-gradients" && f.root.readInt("step") == 2)
+    }
+
+    @Test("a writer killed with SIGKILL at random moments never leaves latest naming a torn file")
+    func crash() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("CheckpointCrashWriter").path
+        try #require(FileManager.default.isExecutableFile(atPath: exe),
+                     "build the CheckpointCrashWriter test-support target (swift build) first: \(exe)")
+        var rng = SystemRandomNumberGenerator()
+        var lastStep = 0
+        var kills = 0
+        for round in 0..<20 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = [dir.path]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            usleep(UInt32.random(in: 20_000...250_000, using: &rng))
+            if p.isRunning {
+                kill(p.processIdentifier, SIGKILL)
+                kills += 1
+            }
+            p.waitUntilExit()
+            guard let c = try Checkpoint.readLatest(dir: dir.path) else {
+                #expect(!FileManager.default.fileExists(atPath: dir.file("latest")))
+                continue
+            }
+            // Complete: every value is the one the writer derives from the step it claims.
+            #expect(sameCheckpoint(c, sampleCheckpointForCrash(step: c.step)), "round \(round): step \(c.step) differs")
+            #expect(c.step >= lastStep, "round \(round): latest went back from \(lastStep) to \(c.step)")
+            lastStep = c.step
+        }
+        #expect(kills >= 15, "the writer exited on its own too often (\(kills) kills)")
+        #expect(lastStep > 0, "no checkpoint was ever completed in 20 runs")
+    }
+}
+
+/// Must match Tests/Support/CheckpointCrashWriter/main.swift.
+func sampleCheckpointForCrash(step: Int) -> Checkpoint { sampleCheckpoint(step: step, big: true) }

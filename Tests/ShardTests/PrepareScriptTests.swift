@@ -1,0 +1,83 @@
+import Foundation
+import Shard
+import Testing
+
+/// Runs Scripts/prepare_*.py on the fabricated releases in Tests/Fixtures/prepare (regenerate them with
+/// Scripts/make_prepare_fixtures.py) and reads the outputs with `DatasetFile`. Needs python3 with h5py,
+/// tokenizers and Pillow; fails without them.
+@Suite("Prepare scripts", .serialized)
+struct PrepareScriptTests {
+    static let fixtures = packageRoot + "/Tests/Fixtures/prepare"
+
+    func script(_ name: String, _ args: [String]) throws {
+        let py = try python3()
+        let probe = try run(py, ["-c", "import h5py, tokenizers, PIL, numpy"])
+        if probe.status != 0 {
+            throw PythonMissing(reason: "prepare scripts need h5py, tokenizers and Pillow: \(probe.stderr)")
+        }
+        let r = try run(py, [packageRoot + "/Scripts/" + name] + args)
+        #expect(r.status == 0, "\(name) failed: \(r.stderr)")
+    }
+
+    @Test("ScienceQA: QCM prompt rows with the answer letter's token right after answer_position")
+    func scienceQA() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        try script("prepare_scienceqa.py", ["--root", Self.fixtures + "/scienceqa", "--tokenizer", Self.fixtures + "/tokenizer",
+                                            "--split", "train", "--image-size", "8", "--out", dir.file("sqa.h5")])
+        let f = try DatasetFile(path: dir.file("sqa.h5"))
+        let problems = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/scienceqa/problems.json"))) as! [String: [String: Any]]
+        let pids = ["1", "2", "3", "4"]  // pid_splits.json's train order
+        #expect(f.task == .multipleChoice && f.count == 4 && f.imageHeight == 8 && f.imageWidth == 8)
+        let choices = try #require(f.choiceTokenIds)
+        #expect(choices.count == 5 && Set(choices).count == 5)
+        #expect(f.imageMean == DatasetContents.clipMean && f.imageStd == DatasetContents.clipStd)
+        let b = try f.readBatch(indices: [0, 1, 2, 3])
+        let t = f.tokens
+        for (r, pid) in pids.enumerated() {
+            let p = problems[pid]!
+            let answer = p["answer"] as! Int
+            let ap = Int(b.answerPosition![r])
+            #expect(Int(b.answer![r]) == answer && Int(b.numChoices![r]) == (p["choices"] as! [Any]).count)
+            #expect(b.labels[r * t + ap + 1] == choices[answer], "row \(r): label after answer_position")
+            #expect(b.inputIds[r * t + ap + 1] == choices[answer])
+            #expect((0...ap).allSatisfy { b.labels[r * t + $0] == -100 }, "row \(r): prompt positions carry no loss")
+            #expect(Int(b.lengths[r]) == ap + 2)
+            let hasImage = !(p["image"] is NSNull)
+            #expect(b.hasImage[r] == (hasImage ? 1 : 0))
+            let plane = b.images[(r * 192)..<((r + 1) * 192)]
+            #expect(hasImage == plane.contains { $0 != 0 })
+        }
+        #expect(b.subject == [0, 2, 1, 0])  // NAT, LAN, SOC, NAT
+        #expect(b.context == [1, 0, 1, 2])  // IMG, TXT, IMG, NO
+        #expect(b.grade == [0, 1, 1, 0])    // grade3, grade8, grade11, grade6
+    }
+
+    @Test("COCO: one row per training caption (restval included), references kept for val")
+    func coco() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let common = ["--karpathy", Self.fixtures + "/coco/dataset_coco.json", "--images", Self.fixtures + "/coco/images",
+                      "--tokenizer", Self.fixtures + "/tokenizer", "--image-size", "8"]
+        try script("prepare_coco.py", common + ["--split", "train", "--out", dir.file("train.h5")])
+        try script("prepare_coco.py", common + ["--split", "val", "--out", dir.file("val.h5")])
+        let train = try DatasetFile(path: dir.file("train.h5"))
+        #expect(train.task == .caption && train.count == 2 + 3 + 2)
+        #expect(try train.references() == nil)
+        let b = try train.readBatch(indices: Array(0..<7))
+        #expect(b.hasImage == Array(repeating: 1, count: 7))
+        for r in 0..<7 {
+            let labelled = (0..<train.tokens).filter { b.labels[r * train.tokens + $0] != -100 }
+            #expect(!labelled.isEmpty && labelled.first! > 0 && labelled.last! == Int(b.lengths[r]) - 1)
+            #expect(labelled.allSatisfy { b.labels[r * train.tokens + $0] == b.inputIds[r * train.tokens + $0] })
+        }
+        // Rows 0 and 1 are the two captions of the same image.
+        #expect(b.images[0..<192] == b.images[192..<384])
+        let val = try DatasetFile(path: dir.file("val.h5"))
+        #expect(val.count == 1)
+        let refs = try #require(try val.references())
+        let decoded = try JSONSerialization.jsonObject(with: Data(refs[0].utf8)) as? [String]
+        #expect(decoded == ["A man riding a bike.", "A cyclist on a road.", "A person on a bicycle."])
+    }
+}
