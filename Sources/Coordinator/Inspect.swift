@@ -69,12 +69,11 @@ struct InspectBackbone: ParsableCommand {
         let (final, states) = try llama.forward(embeddings: embeddings, keyMask: mask, workspace: ws, outputHiddenStates: true)
         let logits = llama.logits(final)
 
+        let visionStack = stack(visionStates), languageStack = stack(states)
         try DurableFile.write(out) { tmp in
             let o = try HDF5File.create(tmp)
-            let v = try o.root.createGroup("vision"), l = try o.root.createGroup("language")
-            try v.write("hidden_states", UnsafeBufferPointer(stack(visionStates).buffer), shape: [visionStates.count] + visionStates[0].shape)
-            try l.write("hidden_states", UnsafeBufferPointer(stack(states).buffer), shape: [states.count] + states[0].shape)
-            try l.write("logits", UnsafeBufferPointer(logits.buffer), shape: logits.shape)
+            try TensorFile.write([("hidden_states", visionStack)], into: try o.root.createGroup("vision"))
+            try TensorFile.write([("hidden_states", languageStack), ("logits", logits)], into: try o.root.createGroup("language"))
             try o.flush()
             try o.close()
         }
