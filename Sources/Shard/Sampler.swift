@@ -74,10 +74,10 @@ public struct Sampler: Sendable {
     public var stepsPerEpoch: Int { count / globalBatch }
     public var microBatchesPerStep: Int { globalBatch / microBatch }
 
-    /// The epoch and step-in-epoch of global step `globalStep` (counted from 0).
+    /// The epoch and step-in-epoch of global step `globalStep` (counted from 0; negative is clamped to 0).
     public func position(globalStep: Int) -> (epoch: Int, step: Int) {
-        precondition(globalStep >= 0, "negative global step")
-        return (globalStep / stepsPerEpoch, globalStep % stepsPerEpoch)
+        let g = max(0, globalStep)
+        return (g / stepsPerEpoch, g % stepsPerEpoch)
     }
 
     /// Epoch `epoch`'s visiting order of 0..<N (see the type's documentation for the algorithm).
@@ -100,10 +100,13 @@ public struct Sampler: Sendable {
         return p
     }
 
-    /// The dataset rows of micro-batch `id`.
-    public func indices(_ id: MicroBatchID) -> [Int] {
-        precondition(id.step >= 0 && id.step < stepsPerEpoch, "step \(id.step) outside 0..<\(stepsPerEpoch)")
-        precondition(id.index >= 0 && id.index < microBatchesPerStep, "micro-batch \(id.index) outside 0..<\(microBatchesPerStep)")
+    /// The dataset rows of micro-batch `id`. An id outside the job (it may come off the wire) throws.
+    public func indices(_ id: MicroBatchID) throws -> [Int] {
+        guard id.epoch >= 0, id.step >= 0, id.step < stepsPerEpoch, id.index >= 0, id.index < microBatchesPerStep else {
+            throw ShardError(.badSampler, "no such micro-batch \(id)",
+                             expected: "epoch >= 0, step 0..<\(stepsPerEpoch), index 0..<\(microBatchesPerStep)",
+                             found: "\(id)")
+        }
         let start = id.step * globalBatch + id.index * microBatch
         return Array(permutation(epoch: id.epoch)[start..<(start + microBatch)])
     }

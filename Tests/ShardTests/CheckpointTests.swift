@@ -144,6 +144,7 @@ struct CheckpointTests {
         var rng = SystemRandomNumberGenerator()
         var lastStep = 0
         var kills = 0
+        var midWrite = 0  // kills that left a half-written temporary: proof the kill landed inside a write
         for round in 0..<20 {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: exe)
@@ -156,6 +157,8 @@ struct CheckpointTests {
                 kills += 1
             }
             p.waitUntilExit()
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+            if names.contains(where: { $0.hasPrefix(".") && $0.contains(".tmp-") }) { midWrite += 1 }
             guard let c = try Checkpoint.readLatest(dir: dir.path) else {
                 #expect(!FileManager.default.fileExists(atPath: dir.file("latest")))
                 continue
@@ -167,6 +170,7 @@ struct CheckpointTests {
         }
         #expect(kills >= 15, "the writer exited on its own too often (\(kills) kills)")
         #expect(lastStep > 0, "no checkpoint was ever completed in 20 runs")
+        #expect(midWrite > 0, "no kill landed inside a write, so nothing was tested")
     }
 }
 

@@ -62,6 +62,34 @@ struct InteropTests {
         #expect(try h.root.openDataset("fixed_strings").readStrings() == ["ab", "cde"])
     }
 
+    @Test("h5py reads a dataset file written here: str attributes, every dataset equal")
+    func h5pyReadsDataset() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let c = makeContents(n: 7)
+        try DatasetWriter.write(c, to: dir.file("d.h5"))
+        let r = try python("""
+            import sys, json, h5py, numpy as np
+            with h5py.File(sys.argv[1], "r") as f:
+                assert isinstance(f.attrs["format"], str) and isinstance(f.attrs["task"], str), dict(f.attrs)
+                assert f["images"].dtype == np.uint8 and f["input_ids"].dtype == np.int32, "dtypes"
+                out = {k: f[k][()].reshape(-1).tolist() for k in ("images", "input_ids", "labels", "lengths", "answer")}
+                out["task"] = f.attrs["task"]; out["mean"] = f.attrs["image_mean"].tolist()
+                out["subject"] = f["meta/subject"][()].tolist()
+            print(json.dumps(out))
+            """, [dir.file("d.h5")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(got["task"] as? String == "multiple-choice")
+        #expect((got["mean"] as? [Double])?.map(Float.init) == c.imageMean)
+        #expect(got["images"] as? [Int] == c.images.map(Int.init))
+        #expect(got["input_ids"] as? [Int] == c.inputIds.map(Int.init))
+        #expect(got["labels"] as? [Int] == c.labels.map(Int.init))
+        #expect(got["lengths"] as? [Int] == c.lengths.map(Int.init))
+        #expect(got["answer"] as? [Int] == c.answer!.map(Int.init))
+        #expect(got["subject"] as? [Int] == c.subject!.map(Int.init))
+    }
+
     @Test("h5py reads a checkpoint written here: every tensor bitwise, string attrs as str, Fletcher-32 on")
     func h5pyReadsCheckpoint() throws {
         let dir = try TempDir()

@@ -18,10 +18,10 @@ struct SamplerTests {
         let a = try Sampler(count: 50, globalBatch: 12, microBatch: 4, seed: 42)
         let b = try Sampler(count: 50, globalBatch: 12, microBatch: 4, seed: 42)
         let ids = (0..<3).flatMap { e in (0..<a.stepsPerEpoch).flatMap { s in (0..<3).map { MicroBatchID(epoch: e, step: s, index: $0) } } }
-        let forward = ids.map { a.indices($0) }
-        let backward = ids.reversed().map { b.indices($0) }.reversed()
+        let forward = try ids.map { try a.indices($0) }
+        let backward = try ids.reversed().map { try b.indices($0) }.reversed()
         #expect(forward == Array(backward))
-        #expect(a.indices(MicroBatchID(epoch: 2, step: 1, index: 2)) == b.indices(MicroBatchID(epoch: 2, step: 1, index: 2)))
+        #expect(try a.indices(MicroBatchID(epoch: 2, step: 1, index: 2)) == b.indices(MicroBatchID(epoch: 2, step: 1, index: 2)))
     }
 
     @Test("pinned values: a Python reimplementation of the documented algorithm must give these")
@@ -41,7 +41,7 @@ struct SamplerTests {
         let p = s.permutation(epoch: 0)
         var seen: [Int] = []
         for step in 0..<3 {
-            for m in 0..<2 { seen += s.indices(MicroBatchID(epoch: 0, step: step, index: m)) }
+            for m in 0..<2 { seen += try s.indices(MicroBatchID(epoch: 0, step: step, index: m)) }
         }
         #expect(seen == Array(p[0..<24]))  // 6 tail rows never visited in epoch 0
         #expect(Set(seen).count == 24)
@@ -49,7 +49,11 @@ struct SamplerTests {
         #expect(s.position(globalStep: 3) == (1, 0) && s.position(globalStep: 7) == (2, 1))
         #expect(s.microBatches(globalStep: 4) == [MicroBatchID(epoch: 1, step: 1, index: 0), MicroBatchID(epoch: 1, step: 1, index: 1)])
         // Global step 3 is epoch 1 step 0: the first rows of epoch 1's permutation.
-        #expect(s.indices(s.microBatches(globalStep: 3)[0]) == Array(s.permutation(epoch: 1)[0..<4]))
+        #expect(try s.indices(s.microBatches(globalStep: 3)[0]) == Array(s.permutation(epoch: 1)[0..<4]))
+        expectShardError(.badSampler, mentioning: ["no such micro-batch", "step 0..<3"]) {
+            _ = try s.indices(MicroBatchID(epoch: 0, step: 3, index: 0))
+        }
+        expectShardError(.badSampler, mentioning: ["index 0..<2"]) { _ = try s.indices(MicroBatchID(epoch: 0, step: 0, index: 2)) }
     }
 
     @Test("invalid batch settings are clear errors")
