@@ -68,7 +68,7 @@ final class TrainingRun {
         }
         try FileManager.default.createDirectory(atPath: job.checkpoint.dir, withIntermediateDirectories: true)
         let logPath = (job.checkpoint.dir as NSString).appendingPathComponent("train.jsonl")
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         let count = engine.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
@@ -100,7 +100,7 @@ final class TrainingRun {
             let stepStart = Date()
             let ids = sampler.microBatches(globalStep: step)
             let contributions = try executor.contributions(
-                step: step, epoch: ids[0].epoch, microBatches: ids.map { sampler.indices($0) }, params: state.params)
+                step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
             let combined = try ExactSum.combine(contributions)
             let loss = try state.apply(combined, optim: job.optim, totalSteps: totalSteps)
             let now = Date()
