@@ -9,12 +9,7 @@
 ///                 z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M; return z ^ (z >> 31)
 public enum CounterRNG {
     @inlinable
-    public static func mix(_ value: UInt64) -> UInt64 {
-        var z = value &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public static func mix(_ value: UInt64) -> UInt64 { SplitMix64.mix(value &+ 0x9E37_79B9_7F4A_7C15) }
 
     /// A key folding several counters: mix(mix(mix(a) ^ b) ^ c)...
     @inlinable
@@ -28,6 +23,25 @@ public enum CounterRNG {
     @inlinable
     public static func uniform(key: UInt64, counter: UInt64) -> Float {
         Float(mix(key ^ (counter &* 0xD6E8_FEB8_6659_FD93)) >> 40) * 0x1p-24
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014), as in Java's SplittableRandom and Vigna's reference code.
+public struct SplitMix64: Sendable {
+    public var state: UInt64
+    public init(state: UInt64) { self.state = state }
+
+    @inlinable
+    public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        return Self.mix(state)
     }
 }
 

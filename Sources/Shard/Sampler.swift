@@ -1,3 +1,4 @@
+import Model
 import Foundation
 
 /// Which micro-batch of the job: the unit of work (DESIGN §5).
@@ -115,24 +116,6 @@ public struct Sampler: Sendable {
     public func microBatches(globalStep: Int) -> [MicroBatchID] {
         let (e, s) = position(globalStep: globalStep)
         return (0..<microBatchesPerStep).map { MicroBatchID(epoch: e, step: s, index: $0) }
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014), as in Java's SplittableRandom and Vigna's reference code.
-public struct SplitMix64: Sendable {
-    public var state: UInt64
-    public init(state: UInt64) { self.state = state }
-
-    public static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        return Self.mix(state)
     }
 }
 
