@@ -83,6 +83,7 @@ public enum WireCodec {
             m.u32(x.microBatch)
             m.f64(x.lossSum)
             m.i64(x.labelCount)
+            m.f64(x.computeSeconds)
         case .bye(let ids):
             m.u32(UInt32(ids.count))
             for i in ids { m.u32(i) }
@@ -163,7 +164,8 @@ public enum WireCodec {
                 let mb = try r.u32("micro-batch index")
                 let loss = try r.f64("loss sum")
                 let labels = try r.i64("label count")
-                message = .result(WorkResult(microBatch: mb, lossSum: loss, labelCount: labels, grads: []))
+                let seconds = try r.f64("compute seconds")
+                message = .result(WorkResult(microBatch: mb, lossSum: loss, labelCount: labels, grads: [], computeSeconds: seconds))
             case .bye:
                 let n = try r.count("unfinished count", limit: limits.maxSamples, minBytesEach: 4)
                 var ids = [UInt32]()

@@ -75,16 +75,20 @@ public struct WorkResult: Sendable, Equatable {
     public var lossSum: Double
     public var labelCount: Int64
     public var grads: [NamedTensor]
-    public init(microBatch: UInt32, lossSum: Double, labelCount: Int64, grads: [NamedTensor]) {
+    /// Wall time the worker spent computing it (for the coordinator's communication/compute split).
+    public var computeSeconds: Double
+    public init(microBatch: UInt32, lossSum: Double, labelCount: Int64, grads: [NamedTensor], computeSeconds: Double = 0) {
         self.microBatch = microBatch
         self.lossSum = lossSum
         self.labelCount = labelCount
         self.grads = grads
+        self.computeSeconds = computeSeconds
     }
 
     public static func == (a: WorkResult, b: WorkResult) -> Bool {
         a.microBatch == b.microBatch && a.lossSum.bitPattern == b.lossSum.bitPattern
             && a.labelCount == b.labelCount && a.grads == b.grads
+            && a.computeSeconds.bitPattern == b.computeSeconds.bitPattern
     }
 }
 

@@ -19,6 +19,7 @@ final class DistributedExecutor: StepExecutor {
     var core: CoordinatorCore
     var local: [Process] = []
     var lastStepMs: Millis = 0
+    var lastComputeSeconds = 0.0
     var waitingSince: Millis?
 
     init(job: JobConfig, backbone: String, step: Int, params: ParameterSet) throws {
@@ -58,6 +59,7 @@ final class DistributedExecutor: StepExecutor {
             try carryOut(directives)
             if let s = core.scheduler, s.isComplete {
                 lastStepMs = monotonicMillis() - start
+                lastComputeSeconds = s.results.reduce(0) { $0 + $1.computeSeconds }
                 return s.results.map(GradientContribution.init)
             }
             try checkLocalWorkers()

@@ -37,6 +37,7 @@ final class TrainingRun {
     let state: TrainState
     let totalSteps: Int
     let log: FileHandle
+    var timings = StepTimings()
     /// The step of the newest checkpoint this run wrote or resumed from.
     var savedStep: Int?
 
@@ -101,15 +102,24 @@ final class TrainingRun {
             let ids = sampler.microBatches(globalStep: step)
             let contributions = try executor.contributions(
                 step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
+            let exchanged = Date()
             let combined = try ExactSum.combine(contributions)
             let loss = try state.apply(combined, optim: job.optim, totalSteps: totalSteps)
             let now = Date()
+            // Where the step went: compute per worker (micro-batch time spread over the workers), the
+            // rest of the exchange (messages, scheduling, waiting), and the exact sum + AdamW here.
+            let compute = executor.lastComputeSeconds / Double(max(1, min(executor.workersAlive, ids.count)))
+            let timing = StepTiming(wall: now.timeIntervalSince(stepStart), compute: compute,
+                                    exchange: max(0, exchanged.timeIntervalSince(stepStart) - compute),
+                                    combine: now.timeIntervalSince(exchanged))
+            if step - firstStep >= 10 { timings.add(timing) }
             let done = state.step - firstStep
             let rate = Double(done * job.data.globalBatch) / now.timeIntervalSince(started)
             let eta = Double(totalSteps - state.step) * now.timeIntervalSince(started) / Double(done)
             let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
             writeLog(["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr, "labels": Int(combined.labelCount),
-                      "step_s": now.timeIntervalSince(stepStart), "samples_per_s": rate, "workers": executor.workersAlive])
+                      "step_s": timing.wall, "compute_s": timing.compute, "exchange_s": timing.exchange,
+                      "combine_s": timing.combine, "samples_per_s": rate, "workers": executor.workersAlive])
             Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
                                     loss, lr, rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
@@ -118,6 +128,7 @@ final class TrainingRun {
         }
         executor.shutdown()
         running = false
+        if let summary = timings.summary { Console.say("train: \(summary)") }
         let elapsed = Date().timeIntervalSince(started)
         Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
                                 formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
@@ -155,6 +166,8 @@ final class TrainingRun {
 protocol StepExecutor: AnyObject {
     func contributions(step: Int, epoch: Int, microBatches: [[Int]], params: ParameterSet) throws -> [GradientContribution]
     var workersAlive: Int { get }
+    /// Seconds spent computing the last step's micro-batches, summed over them.
+    var lastComputeSeconds: Double { get }
     /// A short status for the progress line.
     var status: String { get }
     func shutdown()
@@ -164,8 +177,11 @@ protocol StepExecutor: AnyObject {
 final class InProcessExecutor: StepExecutor {
     let engine: TrainingEngine
     init(engine: TrainingEngine) { self.engine = engine }
+    private(set) var lastComputeSeconds = 0.0
     func contributions(step: Int, epoch: Int, microBatches: [[Int]], params: ParameterSet) throws -> [GradientContribution] {
-        try microBatches.map { try engine.gradients(indices: $0, params: params, step: step, dropout: true).contribution }
+        let start = Date()
+        defer { lastComputeSeconds = Date().timeIntervalSince(start) }
+        return try microBatches.map { try engine.gradients(indices: $0, params: params, step: step, dropout: true).contribution }
     }
     var workersAlive: Int { 1 }
     var status: String { "in-process" }
@@ -180,3 +196,27 @@ extension JobOptions {
 
 /// A signal asked the job to stop between steps.
 struct Interrupted: Error { var signal: Int32 }
+
+/// One step's time, split.
+struct StepTiming {
+    var wall, compute, exchange, combine: Double
+}
+
+/// Mean step timings after warm-up, for the end-of-run line.
+struct StepTimings {
+    private var sum = StepTiming(wall: 0, compute: 0, exchange: 0, combine: 0)
+    private var count = 0
+
+    mutating func add(_ t: StepTiming) {
+        sum.wall += t.wall; sum.compute += t.compute; sum.exchange += t.exchange; sum.combine += t.combine
+        count += 1
+    }
+
+    var summary: String? {
+        guard count > 0 else { return nil }
+        let n = Double(count), w = sum.wall / n
+        func part(_ x: Double) -> String { String(format: "%.1f ms (%.0f%%)", 1000 * x / n, 100 * x / n / w) }
+        return String(format: "mean step %.1f ms over %d steps: compute per worker ", 1000 * w, count) + part(sum.compute)
+            + ", exchange " + part(sum.exchange) + ", exact sum + AdamW " + part(sum.combine)
+    }
+}

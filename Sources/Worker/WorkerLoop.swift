@@ -164,9 +164,11 @@ final class WorkerLoop {
             let step = e.step, job = e.jobID
             compute.async { [queue] in
                 let result = Result {
+                    let start = monotonicMillis()
                     let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(step), dropout: w.dropout)
                     return WorkResult(microBatch: w.microBatch, lossSum: g.lossSum, labelCount: Int64(g.labelCount),
-                                      grads: g.grads.pairs.map { NamedTensor($0.0, $0.1) })
+                                      grads: g.grads.pairs.map { NamedTensor($0.0, $0.1) },
+                                      computeSeconds: Double(monotonicMillis() - start) / 1000)
                 }
                 queue.post(.computed(step: step, jobID: job, result: result))
             }
