@@ -1,0 +1,61 @@
+import Foundation
+import Model
+import Testing
+
+/// Every trainable tensor of the whole model — features, fuser, the frozen LLaMA's forward and backward,
+/// the loss — against central finite differences of the DESIGN.md loss, in all three modes, on
+/// perturbed parameters (at initialisation router.weight is zero and hides the prompt-mean path).
+@Suite("whole-model gradients against finite differences")
+struct ModelGradientTests {
+    static func model(_ mode: FusionMode) throws -> (DEHVFModel, ParameterSet, TrainingBatch) {
+        let vc = CLIPVisionConfig(hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 3, numAttentionHeads: 2,
+                                  imageSize: 8, patchSize: 4)
+        let lc = LlamaConfig(hiddenSize: 8, intermediateSize: 12, numHiddenLayers: 2, numAttentionHeads: 2,
+                             numKeyValueHeads: 1, vocabSize: 12)
+        let vision = try CLIPVisionModel(config: vc, weights: DictWeights(Dictionary(uniqueKeysWithValues:
+            RandomBackbone.clipVision(vc, seed: 1).tensors)))
+        let llama = try LlamaModel(config: lc, weights: DictWeights(Dictionary(uniqueKeysWithValues:
+            RandomBackbone.llama(lc, seed: 2, weightScale: 20).tensors)))
+        let config = try FuserConfig(fusion: mode, visionLayers: mode == .dehvf ? [1, 2, 3] : nil, projectorRank: 4,
+                                     visualTokens: 0, featureScale: 0.8, injectionScale: 1.5, dropout: 0.2,
+                                     vision: vc, language: lc)
+        let params = config.initialParameters(seed: 3)
+        var rng = InitRNG(seed: 4, name: "perturb")
+        for t in params.tensors { for i in 0..<t.count { t.data[i] += 0.4 * rng.normal() } }
+        let pixels = Tensor(zeros: [3, 3, 8, 8])
+        for i in 0..<pixels.count { pixels.data[i] = rng.normal() }
+        let feats = try FeatureCache.candidates(vision: vision, pixels: pixels, config: config)
+        // Three samples of 6 tokens: one without an image, one padded, answers of one and two tokens.
+        let ids: [Int32] = [1, 3, 4, 5, 6, 7, /**/ 1, 8, 9, 10, 0, 0, /**/ 1, 4, 4, 2, 11, 3]
+        let labels: [Int32] = [-100, -100, -100, -100, 6, 7, /**/ -100, -100, -100, 10, -100, -100, /**/ -100, -100, -100, -100, 11, -100]
+        let batch = TrainingBatch(tokens: 6, inputIDs: ids, labels: labels, lengths: [6, 4, 6], sampleIndices: [5, 9, 2],
+                                  features: [feats[0], feats[1], nil])
+        return (DEHVFModel(llama: llama, config: config, initial: params), params, batch)
+    }
+
+    @Test("every trainable tensor", arguments: FusionMode.allCases)
+    func matches(mode: FusionMode) throws {
+        let (model, params, batch) = try Self.model(mode)
+        let mask = DropoutMask(p: 0.2, seed: 7, step: 3)
+        let analytic = try model.gradients(batch, params: params, dropout: mask)
+        // The loss with the same dropout masks: gradients() of a copy, whose lossSum is the forward value.
+        func loss() throws -> Double { try model.gradients(batch, params: params, dropout: mask).lossSum }
+        // Float32 through 2 layers with x20 weights; step 1e-2 balances truncation (~1e-4) and rounding
+        // (~1e-5 / h); 1e-2 relative to the tensor's largest gradient still fails a wrong or missing term.
+        let h: Float = 1e-2
+        for (name, value) in params.pairs {
+            let grad = analytic.grads[name]!
+            var worst = 0.0, scale = 1e-6
+            for i in 0..<value.count { scale = max(scale, abs(Double(grad.data[i]))) }
+            for i in stride(from: 0, to: value.count, by: max(1, value.count / 24)) {
+                let old = value.data[i]
+                value.data[i] = old + h; let up = try loss()
+                value.data[i] = old - h; let down = try loss()
+                value.data[i] = old
+                worst = max(worst, abs((up - down) / Double(2 * h) - Double(grad.data[i])))
+            }
+            #expect(scale > 1e-4, "\(mode) \(name): the gradient is ~0, so this proves nothing")
+            #expect(worst / scale < 1e-2, "\(mode) \(name): max error \(worst), gradient scale \(scale)")
+        }
+    }
+}
