@@ -92,6 +92,18 @@ struct CommandTests {
         #expect(e.output.contains("accuracy"), "\(e.output)")
     }
 
+    @Test("--resume refuses a checkpoint of another model shape and says which tensor")
+    func resumeRefusesOtherShape() throws {
+        let dir = try Demo.scratch("refuse")
+        let job = try Demo.job(in: dir, launcher: "inprocess", port: Demo.port(), steps: 2)
+        let t = try Child("coordinator", ["train", "--config", job], log: dir.path + "/train.log")
+        #expect(try t.wait() == 0, "\(t.output)")
+        let r = try Child("coordinator", ["train", "--config", job, "--resume", "latest", "--set", "model.projector_rank=16"],
+                          log: dir.path + "/resume.log")
+        #expect(try r.wait() != 0)
+        #expect(r.output.contains("projector.fc1.weight"), "\(r.output)")
+    }
+
     @Test("a typo in the job file is an error that names the key")
     func unknownKey() throws {
         let dir = try Demo.scratch("typo")
