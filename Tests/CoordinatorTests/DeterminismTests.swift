@@ -51,6 +51,24 @@ struct DeterminismTests {
         try expectReference(dir, "worker killed")
     }
 
+    @Test("a worker given SIGTERM finishes its micro-batch, says Bye and exits 0; nothing is lost")
+    func workerTerminated() throws {
+        let dir = try Demo.scratch("term")
+        let port = Demo.port()
+        let job = try Demo.job(in: dir, launcher: "manual", port: port, steps: Self.steps)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        let a = try Child("worker", ["--join", "tcp://127.0.0.1:\(port)", "--name", "a"], log: dir.path + "/a.log")
+        let b = try Child("worker", ["--join", "tcp://127.0.0.1:\(port)", "--name", "b"], log: dir.path + "/b.log")
+        try waitUntil("a few steps") { Demo.logLines(dir) >= 3 }
+        b.kill(SIGTERM)
+        #expect(try b.wait(seconds: 20) == 0, "\(b.output)")
+        #expect(b.output.contains("left the job"), "\(b.output)")
+        #expect(try c.wait() == 0, "\(c.output)")
+        #expect(c.output.contains("worker b (b) left"), "\(c.output)")
+        _ = try a.wait(seconds: 10)
+        try expectReference(dir, "worker terminated")
+    }
+
     @Test("a worker that joins mid-job gets the current parameters and work")
     func lateJoin() throws {
         let dir = try Demo.scratch("late")
