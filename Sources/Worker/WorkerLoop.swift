@@ -27,6 +27,9 @@ final class WorkerLoop {
     var params: ParameterSet?
     var paramsStep: UInt64 = .max
     var busy: UInt32?
+    /// Set by SIGTERM/SIGINT: finish the micro-batch in hand, hand back any others, say Bye.
+    var leaving = false
+    var declined: [UInt32] = []
     var computed = 0
 
     init(name: String, endpoint: String, curve: CurveRole?, overrides: [ConfigOverride], engine: TrainingEngine?,
@@ -52,11 +55,10 @@ final class WorkerLoop {
     func run() throws -> Int32 {
         Interruption.install { [queue] sig in queue.post(.signal(sig)) }
         say("joining \(endpoint) as \(name)")
-        var leaving = false
         if let code = try execute(conn.start(now: monotonicMillis())) { return code }
         while true {
             if leaving && busy == nil {
-                for case .send(let e) in conn.leave(unfinished: []) { socket?.send(e) }
+                for case .send(let e) in conn.leave(unfinished: declined) { socket?.send(e) }
                 socket?.stop()
                 say("left the job; computed \(computed) micro-batches")
                 return 0
@@ -156,6 +158,10 @@ final class WorkerLoop {
                 paramsStep = e.step
             } catch { say("bad parameters for step \(e.step): \(error)") }
         case .work(let w):
+            if leaving {
+                declined.append(w.microBatch)
+                return
+            }
             guard let engine, let params, paramsStep == e.step, busy == nil else {
                 say("cannot take micro-batch \(w.microBatch) of step \(e.step) now (parameters of step \(paramsStep), busy \(busy.map(String.init) ?? "no"))")
                 return
