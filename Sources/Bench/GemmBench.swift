@@ -1,0 +1,49 @@
+import Model
+
+/// OpenBLAS sgemm rates: the machine's ceiling (square 2048) and the shapes a training step runs.
+enum GemmBench {
+    /// Row-major C[m,n] = A[m,k]·Bᵀ (every linear layer's layout): 2mnk FLOPs.
+    final class Problem {
+        let m: Int, n: Int, k: Int
+        let a: Tensor, b: Tensor, c: Tensor
+        init(m: Int, n: Int, k: Int) {
+            self.m = m; self.n = n; self.k = k
+            var rng = BenchRNG(UInt64(m * 31 + n * 7 + k))
+            a = rng.tensor([m, k]); b = rng.tensor([n, k]); c = Tensor(zeros: [m, n])
+        }
+        var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+        func run() {
+            BLAS.gemm(transB: true, m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: k, beta: 0, c: c.data, ldc: n)
+        }
+    }
+
+    /// The ceiling: one timed 2048³ sgemm, in GFLOP/s (the suites call it next to each figure).
+    static let square = Problem(m: 2048, n: 2048, k: 2048)
+    static func ceiling() -> Double {
+        let s = now()
+        square.run()
+        return square.flops / (now() - s) / 1e9
+    }
+
+    static func run(_ o: BenchOptions, into report: Report) throws {
+        report.section("gemm: OpenBLAS sgemm, C = A·Bᵀ, GFLOP/s")
+        var shapes: [(Int, Int, Int, String)] = [(2048, 2048, 2048, "square 2048"), (1024, 1024, 1024, "square 1024")]
+        for shape in o.shapes {
+            let c = shape.language, n = shape.batch * shape.textTokens, d = c.hiddenSize, f = c.intermediateSize
+            let m = shape.vision.numPatches, nc = shape.batch * (shape.textTokens + m)
+            shapes += [(n, d, d, "\(shape.name) q/k/v/o N=\(n)"), (n, f, d, "\(shape.name) gate/up N=\(n)"),
+                       (n, d, f, "\(shape.name) down N=\(n)"), (nc, f, d, "\(shape.name) concat gate/up N=\(nc)"),
+                       (shape.batch * shape.labelTokens, c.vocabSize, d, "\(shape.name) lm_head label rows"),
+                       (shape.textTokens, m, d, "\(shape.name) memory x·Kᵀ per sample"),
+                       (m, 128, shape.vision.hiddenSize, "\(shape.name) fc1 per candidate"),
+                       (shape.textTokens, shape.textTokens, c.headDim, "\(shape.name) attention scores")]
+        }
+        for (m, n, k, label) in shapes {
+            let p = Problem(m: m, n: n, k: k)
+            let reps = max(1, Int(2e8 / p.flops))  // small shapes: time a batch of calls
+            let s = timeRuns(runs: o.runs, warmup: o.warmup) { for _ in 0..<reps { p.run() } }
+            report.add("gemm", config: "", mode: "", name: "\(m)x\(n)x\(k) \(label)", unit: "GFLOP/s",
+                       s.rate(p.flops * Double(reps) / 1e9))
+        }
+    }
+}
