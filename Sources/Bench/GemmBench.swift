@@ -17,12 +17,17 @@ enum GemmBench {
         }
     }
 
-    /// The ceiling: one timed 2048³ sgemm, in GFLOP/s (the suites call it next to each figure).
+    /// The ceiling: the better of two timed 2048³ sgemms, in GFLOP/s (the suites call it next to each
+    /// figure; the better of two, because on a shared machine a single run is easily descheduled).
     static let square = Problem(m: 2048, n: 2048, k: 2048)
     static func ceiling() -> Double {
-        let s = now()
-        square.run()
-        return square.flops / (now() - s) / 1e9
+        var best = 0.0
+        for _ in 0..<2 {
+            let s = now()
+            square.run()
+            best = max(best, square.flops / (now() - s) / 1e9)
+        }
+        return best
     }
 
     static func run(_ o: BenchOptions, into report: Report) throws {

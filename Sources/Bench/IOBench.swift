@@ -46,6 +46,25 @@ enum IOBench {
         report.add("io", config: "dataset", mode: "raw", name: "same bytes as samples", unit: "samples/s", raw.rate(fileBytes / sampleBytes))
         report.add("io", config: "dataset", mode: "hdf5/raw", name: "readBatch / raw", unit: "ratio",
                    read.rate(samples * sampleBytes).over(raw.rate(fileBytes)))
+        // Where readBatch's time goes: the images column alone, read as readBatch does (one H5Dread of
+        // OR-ed row hyperslabs) and as one H5Dread per row; and pread of the same number of image-sized
+        // blocks at random offsets (the raw floor for random access).
+        let images = try HDF5File.open(path).root.openDataset("images")
+        let picks = (0..<batches).map { _ in Array(Set((0..<shape.batch).map { _ in pick.below(n) })).sorted() }
+        let imageBytes = 3 * side * side
+        let rowsMB = Double(picks.reduce(0) { $0 + $1.count } * imageBytes) / 1e6
+        let orRead = try timeRuns(runs: o.runs, warmup: o.warmup) {
+            for p in picks { _ = try images.readRows(sorted: p, as: UInt8.self) }
+        }
+        let perRow = try timeRuns(runs: o.runs, warmup: o.warmup) {
+            for p in picks { for r in p { _ = try images.readRows(sorted: [r], as: UInt8.self) } }
+        }
+        let randomPread = try timeRuns(runs: o.runs, warmup: o.warmup) {
+            try preadBlocks(path, count: picks.reduce(0) { $0 + $1.count }, size: imageBytes, fileBytes: Int(fileBytes), rng: &pick)
+        }
+        report.add("io", config: "dataset", mode: "hdf5", name: "images, one H5Dread of OR-ed rows", unit: "MB/s", orRead.rate(rowsMB))
+        report.add("io", config: "dataset", mode: "hdf5", name: "images, one H5Dread per row", unit: "MB/s", perRow.rate(rowsMB))
+        report.add("io", config: "dataset", mode: "raw", name: "pread image-sized blocks, random", unit: "MB/s", randomPread.rate(rowsMB))
 
         // Checkpoint: the fuser of a LLaMA-7B + ViT-L/14 job with its two AdamW moments.
         let config = try LargeShape.fuser()
@@ -85,6 +104,15 @@ enum IOBench {
             if got <= 0 { break }
             offset += off_t(got)
         }
+    }
+
+    static func preadBlocks(_ path: String, count: Int, size: Int, fileBytes: Int, rng: inout BenchRNG) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CocoaError(.fileReadNoPermission) }
+        defer { close(fd) }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        defer { buf.deallocate() }
+        for _ in 0..<count { _ = pread(fd, buf, size, off_t(rng.below(max(1, fileBytes - size)))) }
     }
 
     static func writeSync(_ path: String, _ bytes: [UInt8]) throws {
