@@ -4,7 +4,9 @@
     Scripts/plot_bench.py ours.json [--pytorch torch.json] [--out DIR]
 
 Writes DIR/step_samples.png and DIR/infer_samples.png (samples/s per mode and config, ours vs PyTorch
-eager, error bars = min..max of the runs) and DIR/dehvf_vs_concat.png (time ratios). Needs matplotlib
+eager, error bars = min..max of the runs), DIR/step_ceiling.png and DIR/infer_ceiling.png (the same as
+a fraction of the sgemm ceiling measured in the same run: comparable across runs on a shared machine)
+and DIR/dehvf_vs_concat.png (time ratios). Needs matplotlib
 (a tool for people, not a product dependency).
 """
 import argparse
@@ -56,20 +58,22 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     configs = sorted({f["config"] for f in ours if f["suite"] in ("step", "infer")})
 
-    for suite in ("step", "infer"):
+    for suite, name, stem, unit in [(s, n, f"{s}_{stem}", u) for s in ("step", "infer")
+                                    for n, stem, u in (("samples/s", "samples", "samples/s"),
+                                                       ("fraction of gemm ceiling", "ceiling", "fraction of sgemm 2048"))]:
         if not any(f["suite"] == suite for f in ours):
             continue
         groups = [f"{c}\n{m}" for c in configs for m in MODES]
-        series = [[find(ours, suite, c, m, "samples/s") for c in configs for m in MODES]]
+        series = [[find(ours, suite, c, m, name) for c in configs for m in MODES]]
         labels = ["swift (ours)"]
         if theirs:
-            series.append([find(theirs, suite, c, m, "samples/s") for c in configs for m in MODES])
+            series.append([find(theirs, suite, c, m, name) for c in configs for m in MODES])
             labels.append("pytorch eager")
         fig, ax = plt.subplots(figsize=(9, 4.5))
-        bars(ax, series, labels, groups, "samples/s")
-        ax.set_title(f"{suite}: samples/s (median, bars min..max)")
+        bars(ax, series, labels, groups, unit)
+        ax.set_title(f"{suite}: {name} (median, bars min..max)")
         fig.tight_layout()
-        path = os.path.join(args.out, f"{suite}_samples.png")
+        path = os.path.join(args.out, f"{stem}.png")
         fig.savefig(path, dpi=120)
         print("wrote", path)
 
