@@ -7,7 +7,7 @@ enum InferBench {
         for shape in o.shapes {
             report.section("infer: \(shape.name) (B \(shape.batch), T \(shape.textTokens), M \(shape.vision.numPatches))")
             let w = try Workload(shape)
-            let modes = StepBench.modes
+            let modes = o.modeList
             let setups = try modes.map { mode -> (DEHVFModel, ParameterSet, TrainingBatch, Double) in
                 let (model, params) = try w.model(mode)
                 return (model, params, try w.batch(mode), try FlopCount(shape, mode).infer)
@@ -33,10 +33,12 @@ enum InferBench {
                 report.add("infer", config: shape.name, mode: mode.rawValue, name: "fraction of gemm ceiling", unit: "ratio",
                            t.rate(setups[i].3 / 1e9).over(ceiling))
             }
-            report.add("infer", config: shape.name, mode: "dehvf/concat", name: "time ratio", unit: "ratio",
-                       Samples(times[0]).over(Samples(times[2])))
-            report.add("infer", config: shape.name, mode: "memvp/concat", name: "time ratio", unit: "ratio",
-                       Samples(times[1]).over(Samples(times[2])))
+            if let c = modes.firstIndex(of: .concat) {
+                for (i, mode) in modes.enumerated() where mode != .concat {
+                    report.add("infer", config: shape.name, mode: "\(mode.rawValue)/concat", name: "time ratio", unit: "ratio",
+                               Samples(times[i]).over(Samples(times[c])))
+                }
+            }
         }
     }
 }

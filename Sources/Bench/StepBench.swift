@@ -21,6 +21,7 @@ enum StepBench {
             report.add("step", config: shape.name, mode: "vit", name: "ViT images/s", unit: "images/s", perImage.rate(1))
             report.add("step", config: shape.name, mode: "vit", name: "ViT GFLOP/s", unit: "GFLOP/s", perImage.rate(vitFlops / 1e9))
 
+            let modes = o.modeList
             let setups = try modes.map { mode -> (FusionMode, DEHVFModel, TrainState, TrainingBatch, Double) in
                 let (model, params) = try w.model(mode)
                 return (mode, model, TrainState(params: params), try w.batch(mode), try FlopCount(shape, mode).step)
@@ -38,7 +39,7 @@ enum StepBench {
                 return (end - start, end - mid)
             }
             for s in setups { for _ in 0..<o.warmup { _ = try step(s) } }
-            var ceilings: [Double] = [], totals = [[Double]](repeating: [], count: modes.count)
+            var ceilings: [Double] = [], totals = [[Double]](repeating: [], count: setups.count)
             var updates = totals
             for _ in 0..<o.runs {
                 ceilings.append(GemmBench.ceiling())
@@ -65,10 +66,10 @@ enum StepBench {
                 report.add("step", config: shape.name, mode: mode, name: "samples/s with ViT each step", unit: "samples/s",
                            withViT.rate(Double(shape.batch)))
             }
-            report.add("step", config: shape.name, mode: "dehvf/concat", name: "step time ratio", unit: "ratio",
-                       stepTimes[.dehvf]!.over(stepTimes[.concat]!))
-            report.add("step", config: shape.name, mode: "memvp/concat", name: "step time ratio", unit: "ratio",
-                       stepTimes[.memvp]!.over(stepTimes[.concat]!))
+            for mode in [FusionMode.dehvf, .memvp] {
+                guard let a = stepTimes[mode], let c = stepTimes[.concat] else { continue }
+                report.add("step", config: shape.name, mode: "\(mode.rawValue)/concat", name: "step time ratio", unit: "ratio", a.over(c))
+            }
         }
     }
 }
