@@ -70,6 +70,7 @@ enum StepBench {
                 guard let a = stepTimes[mode], let c = stepTimes[.concat] else { continue }
                 report.add("step", config: shape.name, mode: "\(mode.rawValue)/concat", name: "step time ratio", unit: "ratio", a.over(c))
             }
+            AttentionProbe.run(o, shape: shape, into: report)
         }
     }
 }
