@@ -32,22 +32,24 @@ enum GemmBench {
 
     static func run(_ o: BenchOptions, into report: Report) throws {
         report.section("gemm: OpenBLAS sgemm, C = A·Bᵀ, GFLOP/s")
-        var shapes: [(Int, Int, Int, String)] = [(2048, 2048, 2048, "square 2048"), (1024, 1024, 1024, "square 1024")]
+        var shapes: [(Int, Int, Int, String, String)] = [(2048, 2048, 2048, "square", "square 2048"),
+                                                         (1024, 1024, 1024, "square", "square 1024")]
         for shape in o.shapes {
             let c = shape.language, n = shape.batch * shape.textTokens, d = c.hiddenSize, f = c.intermediateSize
             let m = shape.vision.numPatches, nc = shape.batch * (shape.textTokens + m)
-            shapes += [(n, d, d, "\(shape.name) q/k/v/o N=\(n)"), (n, f, d, "\(shape.name) gate/up N=\(n)"),
-                       (n, d, f, "\(shape.name) down N=\(n)"), (nc, f, d, "\(shape.name) concat gate/up N=\(nc)"),
-                       (shape.batch * shape.labelTokens, c.vocabSize, d, "\(shape.name) lm_head label rows"),
-                       (shape.textTokens, m, d, "\(shape.name) memory x·Kᵀ per sample"),
-                       (m, 128, shape.vision.hiddenSize, "\(shape.name) fc1 per candidate"),
-                       (shape.textTokens, shape.textTokens, c.headDim, "\(shape.name) attention scores")]
+            let s = shape.name
+            shapes += [(n, d, d, s, "q/k/v/o N=\(n)"), (n, f, d, s, "gate/up N=\(n)"),
+                       (n, d, f, s, "down N=\(n)"), (nc, f, d, s, "concat gate/up N=\(nc)"),
+                       (shape.batch * shape.labelTokens, c.vocabSize, d, s, "lm_head label rows"),
+                       (shape.textTokens, m, d, s, "memory x·Kᵀ per sample"),
+                       (m, 128, shape.vision.hiddenSize, s, "fc1 per candidate"),
+                       (shape.textTokens, shape.textTokens, c.headDim, s, "attention scores")]
         }
-        for (m, n, k, label) in shapes {
+        for (m, n, k, config, label) in shapes {
             let p = Problem(m: m, n: n, k: k)
             let reps = max(1, Int(2e8 / p.flops))  // small shapes: time a batch of calls
             let s = timeRuns(runs: o.runs, warmup: o.warmup) { for _ in 0..<reps { p.run() } }
-            report.add("gemm", config: "", mode: "", name: "\(m)x\(n)x\(k) \(label)", unit: "GFLOP/s",
+            report.add("gemm", config: config, mode: "", name: "\(m)x\(n)x\(k) \(label)", unit: "GFLOP/s",
                        s.rate(p.flops * Double(reps) / 1e9))
         }
     }
