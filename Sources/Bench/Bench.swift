@@ -1,0 +1,111 @@
+// bench: measured speed of each part against this machine's own ceiling.
+//
+//   swift run -c release bench <suite> [--threads N] [--runs R] [--json FILE]
+//
+// Suites: gemm, step, infer, io, comm, all. Each figure is the median of `--runs` timed runs after
+// `--warmup` untimed ones, reported with its min and max. The machine is shared, so every suite that
+// reports a fraction of the sgemm ceiling measures that ceiling in the same run, next to the figure.
+import ArgumentParser
+import Foundation
+import Model
+
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measured speed of the numeric core, the data path and the wire against this machine's ceilings.",
+        subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, IOSuite.self, CommSuite.self, AllSuites.self])
+}
+
+/// Flags every suite shares.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "OpenBLAS threads (the job's compute.threads).")
+    var threads = 2
+    @Option(help: "Timed runs per figure (the median is reported).")
+    var runs = 5
+    @Option(help: "Untimed warm-up runs before each figure.")
+    var warmup = 1
+    @Option(help: "Also write the figures as a JSON array to this file.")
+    var json: String?
+    @Option(help: "Configs to run (comma-separated): bench, paper-shape.")
+    var configs = "bench,paper-shape"
+    @Option(help: "Fusion modes for step and infer (comma-separated); ratios need dehvf and concat.")
+    var modes = "dehvf,memvp,concat"
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
+        for name in modes.split(separator: ",") where FusionMode(rawValue: String(name)) == nil {
+            throw ValidationError("unknown mode '\(name)': use dehvf, memvp or concat")
+        }
+        for name in configList where BenchShape.named(name) == nil {
+            throw ValidationError("unknown config '\(name)': use bench or paper-shape")
+        }
+    }
+
+    var modeList: [FusionMode] { modes.split(separator: ",").compactMap { FusionMode(rawValue: String($0)) } }
+    var configList: [String] { configs.split(separator: ",").map { String($0) } }
+    var shapes: [BenchShape] { configList.compactMap(BenchShape.named) }
+
+    /// Sets the thread count, runs `body`, then writes the JSON file if one was asked for.
+    func session(_ body: (Report) throws -> Void) throws {
+        BLAS.setThreads(threads)
+        print("OpenBLAS threads: \(BLAS.threads); \(runs) timed runs after \(warmup) warm-up; median [min, max]")
+        let report = Report(path: json)
+        try body(report)
+        try report.save()
+    }
+}
+
+struct GemmSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gemm", abstract: "OpenBLAS sgemm GFLOP/s: the ceiling.")
+    @OptionGroup var options: BenchOptions
+    func run() throws { try options.session { try GemmBench.run(options, into: $0) } }
+}
+
+struct StepSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "step",
+        abstract: "A full training step (forward, backward, exact sum, AdamW) in dehvf, memvp and concat.")
+    @OptionGroup var options: BenchOptions
+    func run() throws { try options.session { try StepBench.run(options, into: $0) } }
+}
+
+struct InferSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "infer",
+        abstract: "Forward-only multiple-choice scoring in dehvf, memvp and concat.")
+    @OptionGroup var options: BenchOptions
+    func run() throws { try options.session { try InferBench.run(options, into: $0) } }
+}
+
+struct IOSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "io",
+        abstract: "HDF5 micro-batch reads and checkpoint write/read against raw file speed.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Directory for the scratch files (removed afterwards).")
+    var scratch = NSTemporaryDirectory()
+    func run() throws { try options.session { try IOBench.run(options, scratch: scratch, into: $0) } }
+}
+
+struct CommSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "comm",
+        abstract: "Bytes per step on the wire, codec and exact-sum time, projected to LLaMA-7B + ViT-L/14.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Workers (one micro-batch each per step).")
+    var workers = 4
+    func run() throws { try options.session { try CommBench.run(options, workers: workers, into: $0) } }
+}
+
+struct AllSuites: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "all", abstract: "Every suite in turn.")
+    @OptionGroup var options: BenchOptions
+    func run() throws {
+        try options.session { report in
+            try GemmBench.run(options, into: report)
+            try StepBench.run(options, into: report)
+            try InferBench.run(options, into: report)
+            try IOBench.run(options, scratch: NSTemporaryDirectory(), into: report)
+            try CommBench.run(options, workers: 4, into: report)
+        }
+    }
+}
