@@ -510,27 +510,28 @@ public final class HDF5Dataset {
         }
         let total = rows.count * rowSize
         if total == 0 { return [] }
+        // One H5Dread per run of consecutive rows, each a regular hyperslab: a single read of the OR of
+        // all runs makes HDF5 walk an irregular span tree element row by element row, which measured
+        // 500x slower on the images column (bench io).
         return try withHDF5 {
             let fileSpace = H5Handle(try checkID(H5Dget_space(handle.id), "reading dataspace", path: path,
                                                  object: name), .dataspace)
-            var first = true
-            for run in coalesce(rows) {
-                var start = [hsize_t](repeating: 0, count: shape.count)
-                var count = shape.map { hsize_t($0) }
-                start[0] = hsize_t(run.lowerBound)
-                count[0] = hsize_t(run.count)
-                try check(H5Sselect_hyperslab(fileSpace.id, first ? H5S_SELECT_SET : H5S_SELECT_OR, start, nil,
-                                              count, nil), "selecting rows", path: path, object: name)
-                first = false
-            }
-            var memDims = shape.map { hsize_t($0) }
-            memDims[0] = hsize_t(rows.count)
-            let memSpace = H5Handle(try checkID(H5Screate_simple(Int32(memDims.count), memDims, nil),
-                                                "H5Screate_simple", path: path, object: name), .dataspace)
             return try [T](unsafeUninitializedCapacity: total) { buf, n in
                 n = 0
-                try check(H5Dread(handle.id, T.hdf5Type.nativeType, memSpace.id, fileSpace.id, dehvf_H5P_DEFAULT(),
-                                  buf.baseAddress), "reading rows", path: path, object: name)
+                var done = 0
+                for run in coalesce(rows) {
+                    var start = [hsize_t](repeating: 0, count: shape.count)
+                    var count = shape.map { hsize_t($0) }
+                    start[0] = hsize_t(run.lowerBound)
+                    count[0] = hsize_t(run.count)
+                    try check(H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, start, nil, count, nil),
+                              "selecting rows", path: path, object: name)
+                    let memSpace = H5Handle(try checkID(H5Screate_simple(Int32(count.count), count, nil),
+                                                        "H5Screate_simple", path: path, object: name), .dataspace)
+                    try check(H5Dread(handle.id, T.hdf5Type.nativeType, memSpace.id, fileSpace.id, dehvf_H5P_DEFAULT(),
+                                      buf.baseAddress! + done * rowSize), "reading rows", path: path, object: name)
+                    done += run.count
+                }
                 n = total
             }
         }
