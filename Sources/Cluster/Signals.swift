@@ -1,7 +1,10 @@
 import Foundation
 
 /// SIGTERM/SIGINT as a flag a loop checks between units of work, so a preempted job can finish its step
-/// and checkpoint (Slurm sends SIGTERM before killing). A second signal exits at once.
+/// and checkpoint (Slurm sends SIGTERM before killing). A second SIGINT exits at once; a repeated SIGTERM
+/// is ignored, because Slurm delivers one TERM to a task several times (directly, through srun, and from a
+/// batch script that forwards it) and a duplicate must not cut short the checkpoint the first asked for.
+/// Slurm's SIGKILL after KillWait still ends a task that takes too long.
 public enum Interruption {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var received: Int32 = 0
@@ -27,9 +30,12 @@ public enum Interruption {
             source.setEventHandler {
                 lock.lock()
                 let again = received != 0
-                received = sig
+                if !again { received = sig }
                 lock.unlock()
-                if again { exit(128 + sig) }
+                if again {
+                    if sig == SIGINT { exit(128 + sig) }
+                    return
+                }
                 onSignal?(sig)
             }
             source.resume()
