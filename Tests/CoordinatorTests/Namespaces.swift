@@ -120,14 +120,19 @@ final class Namespaces {
         try Self.run(Self.ipPath!, args)
     }
 
-    /// Namespaces of earlier runs whose process is gone (it crashed before tearing down).
+    /// Deletes the namespaces of earlier runs whose test process is gone (it was killed before tearing
+    /// down), first killing what still runs in them (a worker retries forever).
     private static func removeStale() {
         guard let ip = ipPath, let list = try? run(ip, ["netns", "list"]) else { return }
         for line in list.split(separator: "\n") {
             let name = String(line.split(separator: " ").first ?? "")
             let parts = name.split(separator: "-")
-            guard parts.count >= 3, parts[0] == "dehvf", let pid = Int32(parts[1]), pid != getpid(),
-                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            // dehvf-PID-RANDOM-HOST, or dehvf-probe-PID
+            guard parts.count >= 3, parts[0] == "dehvf", let pid = Int32(parts[1] == "probe" ? parts[2] : parts[1]),
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            for p in ((try? run(ip, ["netns", "pids", name])) ?? "").split(separator: "\n").compactMap({ Int32($0) }) {
+                kill(p, SIGKILL)
+            }
             _ = try? run(ip, ["netns", "del", name])
         }
     }

@@ -7,7 +7,7 @@ import Testing
 /// them: a worker's link cut mid-step and plugged back in, the coordinator's host lost and the job
 /// resumed on another host that takes over its address. Each run ends bitwise equal to the in-process one.
 @Suite("multi-host training in network namespaces", .serialized,
-       .enabled(if: Namespaces.unavailable == nil, Comment(rawValue: "skipped: \(Namespaces.unavailable ?? "")")))
+       .enabled(if: Namespaces.unavailable == nil, Comment(rawValue: Namespaces.unavailable ?? "")))
 struct NetworkNamespaceTests {
     static let steps = 160
     static let timeoutMs = 1000
