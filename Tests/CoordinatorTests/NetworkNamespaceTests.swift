@@ -99,10 +99,17 @@ struct NetworkNamespaceTests {
         expectDeclaredDead("b", coordinator.output, seenAfter: seen)
         let stalled = Demo.logLines(dir)
 
-        let healed = Date()
+        // Heal once c has failed a few Hellos: the coordinator's connection from before the cut is still
+        // open then, and c is waiting out a backoff, so the Hello after the heal is the first to get
+        // through and must be answered (the ROUTER must not ignore it for the stale connection).
+        try waitUntil("c to retry a few times", seconds: 30) { Self.count("no answer to Hello", in: c.output) >= 3 }
+        let healed = Date(), beforeHeal = c.output.count
         try net.link("w3", up: true)
         try waitUntil("c to rejoin", seconds: 30) { Self.count("worker c (c) joined", in: coordinator.output) == 2 }
         print("netns: c rejoined \(Int(Date().timeIntervalSince(healed) * 1000)) ms after its link came back")
+        let afterHeal = String(c.output.dropFirst(beforeHeal))
+        #expect(!(afterHeal.components(separatedBy: "joined at step").first ?? "").contains("no answer to Hello"),
+                "c's first Hello after the heal was answered:\n\(afterHeal)")
         try waitUntil("steps computed by c alone", seconds: 30) { Demo.logLines(dir) >= stalled + 3 }
 
         #expect(try coordinator.wait(seconds: 60) == 0, "\(coordinator.output)")
