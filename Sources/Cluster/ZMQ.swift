@@ -63,6 +63,11 @@ public struct SocketOptions: Sendable {
     public var reconnectIvlMaxMs: Int32 = 5000
     /// ZMQ_ROUTER_MANDATORY: sending to an unknown identity is an error (reported), not a silent drop.
     public var routerMandatory = true
+    /// ZMQ_ROUTER_HANDOVER: a new connection presenting a routing identity already in use takes it over.
+    /// Without it the ROUTER silently ignores the newcomer while the old connection lingers, so a worker
+    /// that reconnects after a network partition is locked out until the coordinator's TCP stack gives
+    /// up on the old connection (its next retransmission after the heal: seconds to minutes).
+    public var routerHandover = true
     /// ZMQ_HEARTBEAT_IVL / ZMQ_HEARTBEAT_TIMEOUT (ZMTP-level pings), off when nil.
     public var heartbeatIvlMs: Int32? = nil
     public var heartbeatTimeoutMs: Int32? = nil
@@ -130,6 +135,7 @@ public final class ZMQSocket {
         try set(ZMQ_RECONNECT_IVL, o.reconnectIvlMs, "ZMQ_RECONNECT_IVL")
         try set(ZMQ_RECONNECT_IVL_MAX, o.reconnectIvlMaxMs, "ZMQ_RECONNECT_IVL_MAX")
         if type == .router, o.routerMandatory { try set(ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY") }
+        if type == .router, o.routerHandover { try set(ZMQ_ROUTER_HANDOVER, 1, "ZMQ_ROUTER_HANDOVER") }
         if let hb = o.heartbeatIvlMs { try set(ZMQ_HEARTBEAT_IVL, hb, "ZMQ_HEARTBEAT_IVL") }
         if let ht = o.heartbeatTimeoutMs { try set(ZMQ_HEARTBEAT_TIMEOUT, ht, "ZMQ_HEARTBEAT_TIMEOUT") }
         if let id = o.routingID { try set(ZMQ_ROUTING_ID, bytes: id, "ZMQ_ROUTING_ID") }

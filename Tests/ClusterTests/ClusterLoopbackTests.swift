@@ -184,7 +184,16 @@ struct ClusterLoopbackTests {
             first!.stop()
             first = nil
             // ... and a new one resumes from the "checkpoint" on the same endpoint.
-            let second = try SocketThread(name: "coordinator-2", context: ctx, type: .router, .bind(endpoint))
+            // zmq_close hands the listener to the context's I/O thread, which closes it a moment later:
+            // binding the same port at once fails now and then with EADDRINUSE, so retry briefly.
+            var bound: SocketThread?
+            for attempt in 1...50 where bound == nil {
+                do { bound = try SocketThread(name: "coordinator-2", context: ctx, type: .router, .bind(endpoint)) } catch {
+                    if attempt == 50 { throw error }
+                    try await Task.sleep(nanoseconds: 20_000_000)
+                }
+            }
+            let second = bound!
             defer { second.stop() }
             let resumed = try await Self.coordinator(router: second, workers: 2,
                                                      from: (1, before.history[0].map(Float.init(bitPattern:))))

@@ -24,7 +24,8 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// A child process whose stdout and stderr go to a log file.
+/// A child process whose stdout and stderr go to a log file. `executable` is a product name
+/// (`coordinator`, `worker`) or an absolute path (`/usr/sbin/ip`, to run a product in a namespace).
 final class Child {
     let process = Process()
     let log: String
@@ -33,7 +34,7 @@ final class Child {
         self.log = log
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.executableURL = URL(fileURLWithPath: try Products.path(executable))
+        process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : try Products.path(executable))
         process.arguments = args
         process.standardOutput = handle
         process.standardError = handle
@@ -95,8 +96,9 @@ enum Demo {
 
     static func port() -> Int { Int.random(in: 20000...60000) }
 
-    /// A job file in `dir` training the demo for `steps` steps, checkpointing into `dir/run`.
-    static func job(in dir: URL, launcher: String, workers: Int = 2, port: Int, steps: Int, every: Int = 1000,
+    /// A job file in `dir` training the demo for `steps` steps, checkpointing into `dir/run`; the
+    /// coordinator listens on `host`:`port`.
+    static func job(in dir: URL, launcher: String, workers: Int = 2, host: String = "127.0.0.1", port: Int, steps: Int, every: Int = 1000,
                     timeoutMs: Int = 1000, extra: String = "", data: URL? = nil) throws -> String {
         let d = try data ?? Demo.data()
         let text = """
@@ -119,7 +121,7 @@ enum Demo {
             cluster:
               launcher: \(launcher)
               workers: \(workers)
-              bind: tcp://127.0.0.1:\(port)
+              bind: tcp://\(host):\(port)
               heartbeat_ms: 100
               timeout_ms: \(timeoutMs)
             \(extra)
