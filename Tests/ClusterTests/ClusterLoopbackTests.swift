@@ -68,7 +68,10 @@ struct ClusterLoopbackTests {
             pending = []
             for event in inbox?.drain() ?? [] {
                 guard case .message(_, let frames) = event, let e = try? WireCodec.decode(frames) else { continue }
-                pending += conn.received(e, now: now())
+                let directives = conn.received(e, now: now())
+                // Take a Welcome's parameters now: a Work may follow it in the same batch of events.
+                for case .joined(_, _, let welcome) in directives { params = welcome.params.first?.tensor }
+                pending += directives
                 switch e.message {
                 case .params(let p):
                     params = p.first?.tensor
@@ -77,7 +80,8 @@ struct ClusterLoopbackTests {
                         socket?.stop()
                         return
                     }
-                    var r = gradient(samples: w.samples, params: params!)
+                    guard let params else { continue }   // the scheduler backs it up elsewhere
+                    var r = gradient(samples: w.samples, params: params)
                     r.microBatch = w.microBatch
                     pending.append(.send(Envelope(jobID: e.jobID, step: e.step, .result(r))))
                 default:
