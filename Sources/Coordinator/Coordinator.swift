@@ -9,12 +9,12 @@ struct Coordinator: ParsableCommand {
             + "with a small trainable fuser trained by workers over ZeroMQ.",
         discussion: """
             Start here:
-              coordinator demo-data --out data/demo            # tiny backbones + a synthetic visual QA task
-              coordinator train --config clusters/local.yaml   # train it (starts local workers)
-              coordinator eval --config clusters/local.yaml --checkpoint runs/demo/latest
+              coordinator demo-data --out data/demo
+              coordinator train --config clusters/local.yaml
+              coordinator eval --config clusters/local.yaml --checkpoint runs/demo
 
-            A job is one YAML file (see clusters/local.yaml and the README); any key can be overridden with
-            --set dotted.key=value.
+            A job is one YAML file (see clusters/local.yaml and the README). Any key can be overridden \
+            with --set dotted.key=value.
             """,
         subcommands: [Train.self, Eval.self, DemoData.self, Inspect.self, CheckpointCommand.self, Keys.self])
 }

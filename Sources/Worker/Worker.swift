@@ -11,16 +11,17 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker",
         abstract: "Join a DEHVF job and compute micro-batch gradients for it.",
         discussion: """
-            worker --join tcp://HOST:PORT
-            connects to a coordinator (started with `coordinator train`), retrying with backoff until it
-            answers, learns the job, loads the frozen backbone the job names (memory-mapped: workers on one
-            node share its pages), and computes the micro-batches it is given with the job's compute.threads.
-            If the coordinator goes away the worker keeps retrying and rejoins a resumed job. SIGTERM or
-            SIGINT hands back unfinished work and leaves cleanly.
+              worker --join tcp://HOST:PORT
 
-            The job's paths (model.vision, model.language, data.train) must be readable here; remap them with
-            --set if this node mounts them elsewhere. With --config the worker loads the backbone before
-            joining, and the coordinator refuses it if the weights differ from the job's.
+            The worker connects to a coordinator started with `coordinator train`, retrying with backoff \
+            until it answers. It learns the job, loads the frozen backbone the job names (memory-mapped, so \
+            workers on one node share its pages) and computes the micro-batches it is given with the job's \
+            compute.threads. If the coordinator goes away it keeps retrying and rejoins a resumed job. \
+            SIGTERM or SIGINT: it finishes the micro-batch in hand, hands back the rest and leaves.
+
+            The job's paths (model.vision, model.language, data.train) must be readable on this node; \
+            remap them with --set if it mounts them elsewhere. With --config the worker loads the backbone \
+            before joining, and the coordinator refuses it if those weights differ from the job's.
             """)
 
     @Option(help: ArgumentHelp("The coordinator's address.", valueName: "tcp://HOST:PORT")) var join: String
