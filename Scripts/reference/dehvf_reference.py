@@ -57,6 +57,68 @@ def candidate_features(vision, pixels, layers, visual_tokens):
     return torch.stack(feats, 1)
 
 
+def dehvf_logits(llm, params, feats, ids, mask, labels, has_image, fusion, fs, inj, dropout=0.0):
+    """The DESIGN.md §4 computation of one batch: (logits [B, T', V], labels [B, T']).
+
+    feats [B, S, M, Dv] are the candidate features; `dropout` > 0 applies inverted dropout to the SiLU
+    scores (training). Hooks are installed on `llm`'s MLPs for this call's batch.
+    """
+    bsz, t = ids.shape
+    img = has_image.float()[:, None, None]
+
+    def projector(pre_act):  # fc2(SiLU(pre)) where pre = fc1 output
+        return F.silu(pre_act) @ params["projector.fc2.weight"].T + params["projector.fc2.bias"]
+
+    fc1 = torch.einsum("bsmv,rv->bsmr", feats, params["projector.fc1.weight"])  # fc1 without bias, per candidate
+
+    if fusion == "concat":
+        for layer in llm.model.layers:
+            layer.mlp.__dict__.pop("forward", None)
+        vis = projector(fc1[:, 0] + params["projector.fc1.bias"]) * img  # [B,M,d], zero without an image
+        m = vis.shape[1]
+        embeds = torch.cat([vis, llm.model.embed_tokens(ids)], 1)
+        attn = torch.cat([has_image.long()[:, None].expand(bsz, m), mask], 1)
+        full_labels = torch.cat([torch.full((bsz, m), -100, dtype=torch.long), labels], 1)
+        return llm(inputs_embeds=embeds, attention_mask=attn).logits, full_labels
+
+    # Prompt positions: before the first labelled token, inside the attention mask.
+    labelled = labels != -100
+    first = torch.where(labelled.any(1), labelled.float().argmax(1), torch.full((bsz,), t))
+    prompt = (torch.arange(t)[None, :] < first[:, None]) & (mask == 1)
+    count = prompt.sum(1).clamp(min=1).float()
+
+    def make_hook(layer_index, mlp):
+        def forward(x):
+            out = mlp.__class__.forward(mlp, x)
+            if fusion == "dehvf":
+                u = (x * prompt[..., None]).sum(1) / count[:, None]                      # [B,d]
+                g = u @ params["router.weight"][layer_index].T + params["router.bias"][layer_index]
+                alpha = torch.softmax(g, -1)                                               # [B,S]
+            else:
+                alpha = torch.ones(bsz, 1)
+            pre = torch.einsum("bs,bsmr->bmr", alpha, fc1) + params["projector.fc1.bias"]
+            z = fs * projector(pre) * img                                                  # [B,M,d]
+            k = z + params["prompt.key_pos"]
+            v = z + params["prompt.value_pos"]
+            scores = F.silu(torch.einsum("btd,bmd->btm", x, k))
+            if dropout > 0:
+                scores = F.dropout(scores, dropout, training=True)
+            return out + inj * torch.einsum("btm,bmd->btd", scores, v)
+        return forward
+
+    for i, layer in enumerate(llm.model.layers):
+        layer.mlp.forward = make_hook(i, layer.mlp)
+    return llm(input_ids=ids, attention_mask=mask).logits, labels
+
+
+def token_loss(logits, labels):
+    """Next-token cross-entropy summed over label tokens and divided by their count: (loss, count)."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1)
+    count = (shift_labels != -100).sum()
+    return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum") / count, count
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
@@ -96,57 +158,10 @@ def main():
         ids = torch.tensor(np.asarray(f["input_ids"][a:b]), dtype=torch.long)
         lengths = torch.tensor(np.asarray(f["lengths"][a:b]), dtype=torch.long)
         labels = torch.tensor(np.asarray(f["labels"][a:b]), dtype=torch.long)
-    bsz, t = ids.shape
-    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
     feats = candidate_features(vision, pixels, layers, int(m_cfg.get("visual_tokens", 0)))  # [B,S,M,Dv]
-    img = has_image.float()[:, None, None]
-
-    def projector(pre_act):  # fc2(SiLU(pre)) where pre = fc1 output
-        return F.silu(pre_act) @ params["projector.fc2.weight"].T + params["projector.fc2.bias"]
-
-    fc1 = torch.einsum("bsmv,rv->bsmr", feats, params["projector.fc1.weight"])  # fc1 without bias, per candidate
-
-    if fusion == "concat":
-        vis = projector(fc1[:, 0] + params["projector.fc1.bias"]) * img  # [B,M,d], zero without an image
-        m = vis.shape[1]
-        embeds = torch.cat([vis, llm.model.embed_tokens(ids)], 1)
-        attn = torch.cat([has_image.long()[:, None].expand(bsz, m), mask], 1)
-        full_labels = torch.cat([torch.full((bsz, m), -100, dtype=torch.long), labels], 1)
-        logits = llm(inputs_embeds=embeds, attention_mask=attn).logits
-    else:
-        # Prompt positions: before the first labelled token, inside the attention mask.
-        labelled = labels != -100
-        first = torch.where(labelled.any(1), labelled.float().argmax(1), torch.full((bsz,), t))
-        prompt = (torch.arange(t)[None, :] < first[:, None]) & (mask == 1)
-        count = prompt.sum(1).clamp(min=1).float()
-        n_layers = llm.config.num_hidden_layers
-
-        def make_hook(layer_index, mlp):
-            def forward(x):
-                out = mlp.__class__.forward(mlp, x)
-                if fusion == "dehvf":
-                    u = (x * prompt[..., None]).sum(1) / count[:, None]                      # [B,d]
-                    g = u @ params["router.weight"][layer_index].T + params["router.bias"][layer_index]
-                    alpha = torch.softmax(g, -1)                                               # [B,S]
-                else:
-                    alpha = torch.ones(bsz, 1)
-                pre = torch.einsum("bs,bsmr->bmr", alpha, fc1) + params["projector.fc1.bias"]
-                z = fs * projector(pre) * img                                                  # [B,M,d]
-                k = z + params["prompt.key_pos"]
-                v = z + params["prompt.value_pos"]
-                scores = F.silu(torch.einsum("btd,bmd->btm", x, k))
-                return out + inj * torch.einsum("btm,bmd->btd", scores, v)
-            return forward
-
-        for i, layer in enumerate(llm.model.layers):
-            layer.mlp.forward = make_hook(i, layer.mlp)
-        logits = llm(input_ids=ids, attention_mask=mask).logits
-        full_labels = labels
-
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-    shift_labels = full_labels[:, 1:].reshape(-1)
-    count = (shift_labels != -100).sum()
-    loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum") / count
+    logits, full_labels = dehvf_logits(llm, params, feats, ids, mask, labels, has_image, fusion, fs, inj)
+    loss, count = token_loss(logits, full_labels)
     loss.backward()
 
     with h5py.File(args.out, "w") as f:
