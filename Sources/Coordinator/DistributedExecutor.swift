@@ -137,7 +137,7 @@ final class DistributedExecutor: StepExecutor {
             }
             p.arguments = args
             let logPath = (job.checkpoint.dir as NSString).appendingPathComponent("worker-\(i).log")
-            FileManager.default.createFile(atPath: logPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
             p.standardOutput = log
             p.standardError = log
