@@ -9,20 +9,10 @@ struct DeterminismTests {
     static let steps = 24
 
     /// The reference: everything in one process.
-    static let reference: Result<ParameterSet, Error> = Result {
-        let dir = try Demo.scratch("reference")
-        let job = try Demo.job(in: dir, launcher: "inprocess", port: Demo.port(), steps: steps)
-        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
-        guard try c.wait() == 0 else { throw TestFailure("reference run failed:\n\(c.output)") }
-        let (step, params) = try Demo.latest(dir)
-        guard step == steps else { throw TestFailure("reference stopped at step \(step)") }
-        return params
-    }
+    static let reference: Result<ParameterSet, Error> = Result { try Demo.reference(steps: steps) }
 
     func expectReference(_ dir: URL, _ what: String) throws {
-        let (step, params) = try Demo.latest(dir)
-        #expect(step == Self.steps, "\(what): finished at step \(step)")
-        #expect(params.bitwiseEqual(try Self.reference.get()), "\(what): parameters differ from the in-process run")
+        try Demo.expectSame(dir, steps: Self.steps, as: Self.reference, what)
     }
 
     @Test("1, 2 and 3 local workers give the in-process parameters", arguments: [1, 2, 3])

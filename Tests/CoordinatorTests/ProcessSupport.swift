@@ -143,4 +143,23 @@ enum Demo {
         ((try? String(contentsOfFile: dir.appendingPathComponent("run/train.jsonl").path, encoding: .utf8)) ?? "")
             .split(separator: "\n").filter { $0.contains("\"loss\"") && !$0.contains("\"eval\"") }.count
     }
+
+    /// The parameters of an undisturbed in-process run of `steps` steps: what every distributed run of the
+    /// same job must reproduce bitwise.
+    static func reference(steps: Int) throws -> ParameterSet {
+        let dir = try scratch("reference-\(steps)")
+        let job = try job(in: dir, launcher: "inprocess", port: port(), steps: steps)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        guard try c.wait() == 0 else { throw TestFailure("reference run failed:\n\(c.output)") }
+        let (step, params) = try latest(dir)
+        guard step == steps else { throw TestFailure("reference stopped at step \(step)") }
+        return params
+    }
+
+    /// Expects the run in `dir` to have finished `steps` steps with exactly `reference`'s parameters.
+    static func expectSame(_ dir: URL, steps: Int, as reference: Result<ParameterSet, Error>, _ what: String) throws {
+        let (step, params) = try latest(dir)
+        #expect(step == steps, "\(what): finished at step \(step)")
+        #expect(params.bitwiseEqual(try reference.get()), "\(what): parameters differ from the in-process run")
+    }
 }
