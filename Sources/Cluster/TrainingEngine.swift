@@ -57,7 +57,7 @@ public final class TrainingEngine {
 
     /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
-        let mb = try dataset.readBatch(indices: indices)
+        let mb = try dataset.readBatch(indices: indices, images: false)
         let cache = caches[dataset.path] ?? {
             let c = FeatureCache(vision: vision, config: fuser)
             caches[dataset.path] = c
@@ -65,7 +65,7 @@ public final class TrainingEngine {
         }()
         let withImage = indices.enumerated().filter { mb.hasImage[$0.offset] != 0 }
         let feats = try cache.features(for: withImage.map(\.element)) { missing in
-            try dataset.readBatch(indices: missing).normalizedImages()
+            try dataset.normalizedImages(indices: missing)
         }
         var features = [Tensor?](repeating: nil, count: indices.count)
         for ((position, _), f) in zip(withImage, feats) { features[position] = f }

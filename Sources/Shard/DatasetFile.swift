@@ -186,7 +186,9 @@ public final class DatasetFile: @unchecked Sendable {
 
     /// Reads the rows `indices` (any order, repeats allowed) as one micro-batch in that order. The file
     /// is read in sorted order with consecutive rows coalesced into hyperslabs, then reordered.
-    public func readBatch(indices: [Int]) throws -> MicroBatch {
+    /// With `images: false` the images column is not read (`images` is empty): the trainer reads only the
+    /// images whose features it has not cached, with `normalizedImages(indices:)`.
+    public func readBatch(indices: [Int], images withImages: Bool = true) throws -> MicroBatch {
         for i in indices where i < 0 || i >= count {
             throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
         }
@@ -196,7 +198,7 @@ public final class DatasetFile: @unchecked Sendable {
         let order = indices.map { position[$0]! }
 
         let imageRow = 3 * imageHeight * imageWidth
-        let images = gather(try self.images.readRows(sorted: unique, as: UInt8.self), rowSize: imageRow, order: order)
+        let images = withImages ? gather(try self.images.readRows(sorted: unique, as: UInt8.self), rowSize: imageRow, order: order) : []
         let ids = gather(try inputIds.readRows(sorted: unique, as: Int32.self), rowSize: tokens, order: order)
         let labs = gather(try labels.readRows(sorted: unique, as: Int32.self), rowSize: tokens, order: order)
         func pick<T>(_ column: [T]?) -> [T]? { column.map { c in indices.map { c[$0] } } }
@@ -206,6 +208,23 @@ public final class DatasetFile: @unchecked Sendable {
             inputIds: ids, lengths: indices.map { lengths[$0] }, labels: labs, answer: pick(answer),
             numChoices: pick(numChoices), answerPosition: pick(answerPosition), subject: pick(subject),
             context: pick(context), grade: pick(grade))
+    }
+
+    /// The images of `indices` alone, in CLIP units [B, 3, H, W] (see `MicroBatch.normalizedImages`).
+    public func normalizedImages(indices: [Int]) throws -> Tensor {
+        for i in indices where i < 0 || i >= count {
+            throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
+        }
+        let unique = Array(Set(indices)).sorted()
+        var position: [Int: Int] = [:]
+        for (p, i) in unique.enumerated() { position[i] = p }
+        let pixels = gather(try images.readRows(sorted: unique, as: UInt8.self), rowSize: 3 * imageHeight * imageWidth,
+                            order: indices.map { position[$0]! })
+        let batch = MicroBatch(indices: indices, tokens: tokens, imageHeight: imageHeight, imageWidth: imageWidth,
+                               imageMean: imageMean, imageStd: imageStd, images: pixels, hasImage: [], inputIds: [],
+                               lengths: [], labels: [], answer: nil, numChoices: nil, answerPosition: nil,
+                               subject: nil, context: nil, grade: nil)
+        return batch.normalizedImages()
     }
 
     /// Caption evaluation files: the reference captions of each row (a JSON list per row in the
