@@ -1,3 +1,5 @@
+import Foundation
+
 /// Deterministic random numbers that depend only on what they are for, never on who computes them.
 ///
 /// Everything random in training is a pure function of a key: dropout masks of (seed, step, sample,
@@ -91,12 +93,9 @@ public struct InitRNG {
     public mutating func normal() -> Float {
         let u1 = max(nextUniform(), 0x1p-25)
         let u2 = nextUniform()
-        return (-2 * Float.log(u1)).squareRoot() * Float.cos(2 * Float.pi * u2)
+        // In double, then rounded: the demo backbone (and its measured accuracy) depends on these exact bits.
+        let logU = Float(Foundation.log(Double(u1))), cosU = Float(Foundation.cos(Double(2 * Float.pi * u2)))
+        return (-2 * logU).squareRoot() * cosU
     }
 }
 
-extension Float {
-    @usableFromInline static func log(_ x: Float) -> Float { Float(Foundation.log(Double(x))) }
-    @usableFromInline static func cos(_ x: Float) -> Float { Float(Foundation.cos(Double(x))) }
-}
-import Foundation

@@ -1,3 +1,4 @@
+import Foundation
 import Model
 
 /// The synthetic visual multiple-choice task behind `coordinator demo-data` (no download needed).
@@ -140,4 +141,3 @@ extension DemoTask {
         }
     }
 }
-import Foundation
