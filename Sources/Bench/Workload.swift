@@ -41,17 +41,11 @@ final class MemoryWeights: WeightSource {
     func finish(ignoringPrefixes: [String]) throws {}
 }
 
-/// Deterministic bench randomness (SplitMix64).
+/// Deterministic bench randomness (Model's SplitMix64).
 struct BenchRNG {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var stream: SplitMix64
+    init(_ seed: UInt64) { stream = SplitMix64(state: seed) }
+    mutating func next() -> UInt64 { stream.next() }
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     mutating func tensor(_ shape: [Int], scale: Float = 1) -> Tensor {
         let t = Tensor(zeros: shape)
