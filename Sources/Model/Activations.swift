@@ -42,32 +42,76 @@ public enum Activation: String, Sendable {
     /// y = f(x); `y` may alias `x`.
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
-        case .silu: for i in 0..<count { let v = x[i]; y[i] = v / (1 + Foundation.exp(-v)) }
-        case .quickGelu: for i in 0..<count { let v = x[i]; y[i] = v / (1 + Foundation.exp(-1.702 * v)) }
+        case .silu: gated(x, y, count, slope: 1)
+        case .quickGelu: gated(x, y, count, slope: 1.702)
         case .gelu: for i in 0..<count { y[i] = value(x[i]) }
         }
     }
 
     /// dx = dy * f'(x) (written; `dx` may alias `dy`).
     public func backward(_ x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { dx[i] = dy[i] * derivative(x[i]) }
+        guard self != .gelu else {
+            for i in 0..<count { dx[i] = dy[i] * derivative(x[i]) }
+            return
+        }
+        let k = V8(repeating: self == .silu ? 1 : 1.702), one = V8(repeating: 1)
+        func grad(_ v: V8, _ d: V8) -> V8 {
+            let s = sigmoid8(k * v)
+            return d * s * (one + k * v * (one - s))
+        }
+        var i = 0
+        while i + 8 <= count { store8(grad(load8(x + i), load8(dy + i)), dx + i); i += 8 }
+        if i < count {
+            let n = count - i
+            storePartial(grad(loadPartial(x + i, n, fill: 0), loadPartial(dy + i, n, fill: 0)), dx + i, n)
+        }
     }
+
+    /// y = x * sigmoid(slope * x), eight at a time.
+    private func gated(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int, slope: Float) {
+        let k = V8(repeating: slope)
+        var i = 0
+        while i + 8 <= count { let v = load8(x + i); store8(v * sigmoid8(k * v), y + i); i += 8 }
+        if i < count {
+            let n = count - i, v = loadPartial(x + i, n, fill: 0)
+            storePartial(v * sigmoid8(k * v), y + i, n)
+        }
+    }
+}
+
+/// 1 / (1 + e^-x) for eight floats.
+@inline(__always) @usableFromInline func sigmoid8(_ x: V8) -> V8 {
+    V8(repeating: 1) / (V8(repeating: 1) + exp8(-x))
 }
 
 /// SwiGLU's product: act = silu(g) * u, and its backward.
 public enum SwiGLU {
     public static func forward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { let g = gate[i]; out[i] = g / (1 + Foundation.exp(-g)) * up[i] }
+        var i = 0
+        while i + 8 <= count {
+            let g = load8(gate + i)
+            store8(g * sigmoid8(g) * load8(up + i), out + i)
+            i += 8
+        }
+        while i < count { let g = gate[i]; out[i] = g * sigmoid8(V8(repeating: g))[0] * up[i]; i += 1 }
     }
 
     /// From d(act) in `dAct`: writes dGate into `dAct` (in place) and dUp into `dUp`.
     public static func backward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, dAct: UnsafeMutablePointer<Float>,
                                 dUp: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let g = gate[i], d = dAct[i]
-            let s = 1 / (1 + Foundation.exp(-g))
+        let one = V8(repeating: 1)
+        var i = 0
+        while i + 8 <= count {
+            let g = load8(gate + i), d = load8(dAct + i), s = sigmoid8(g)
+            store8(d * g * s, dUp + i)
+            store8(d * load8(up + i) * s * (one + g * (one - s)), dAct + i)
+            i += 8
+        }
+        while i < count {
+            let g = gate[i], d = dAct[i], s = sigmoid8(V8(repeating: g))[0]
             dUp[i] = d * g * s
             dAct[i] = d * up[i] * s * (1 + g * (1 - s))
+            i += 1
         }
     }
 }
@@ -79,8 +123,7 @@ public enum Softmax {
             let xr = x + r * n
             var m = -Float.infinity
             for j in 0..<n { m = max(m, xr[j]) }
-            var s: Float = 0
-            for j in 0..<n { let e = Foundation.exp(xr[j] - m); xr[j] = e; s += e }
+            let s = Vec.expSum(xr, minus: m, n)
             Vec.scale(xr, 1 / s, n)
         }
     }
