@@ -19,7 +19,7 @@ struct Bench: ParsableCommand {
 
 /// Flags every suite shares.
 struct BenchOptions: ParsableArguments {
-    @Option(help: "OpenBLAS threads (the job's compute.threads).")
+    @Option(help: "Compute threads (the job's compute.threads); the gemm ceiling runs OpenBLAS on as many.")
     var threads = 2
     @Option(help: "Timed runs per figure (the median is reported).")
     var runs = 5
@@ -51,7 +51,7 @@ struct BenchOptions: ParsableArguments {
     /// Sets the thread count, runs `body`, then writes the JSON file if one was asked for.
     func session(_ body: (Report) throws -> Void) throws {
         BLAS.setThreads(threads)
-        print("OpenBLAS threads: \(BLAS.threads); \(runs) timed runs after \(warmup) warm-up; median [min, max]")
+        print("compute threads: \(BLAS.threads); \(runs) timed runs after \(warmup) warm-up; median [min, max]")
         let report = Report(path: json)
         try body(report)
         try report.save()

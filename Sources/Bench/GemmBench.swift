@@ -1,6 +1,8 @@
 import Model
 
-/// OpenBLAS sgemm rates: the machine's ceiling (square 2048) and the shapes a training step runs.
+/// OpenBLAS sgemm rates: the machine's ceiling (square 2048 on OpenBLAS's own threads) and the shapes a
+/// training step runs, both on OpenBLAS's threads and as the model runs them (`BLAS.gemm` slicing the
+/// product over the compute threads, OpenBLAS on one thread in each).
 enum GemmBench {
     /// Row-major C[m,n] = A[m,k]·Bᵀ (every linear layer's layout): 2mnk FLOPs.
     final class Problem {
@@ -12,8 +14,12 @@ enum GemmBench {
             a = rng.tensor([m, k]); b = rng.tensor([n, k]); c = Tensor(zeros: [m, n])
         }
         var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
-        func run() {
-            BLAS.gemm(transB: true, m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: k, beta: 0, c: c.data, ldc: n)
+        func run(openBLASThreads: Bool = true) {
+            if openBLASThreads {
+                BLAS.referenceGemm(transB: true, m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: k, c: c.data, ldc: n)
+            } else {
+                BLAS.gemm(transB: true, m: m, n: n, k: k, a: a.data, lda: k, b: b.data, ldb: k, beta: 0, c: c.data, ldc: n)
+            }
         }
     }
 
@@ -48,9 +54,11 @@ enum GemmBench {
         for (m, n, k, config, label) in shapes {
             let p = Problem(m: m, n: n, k: k)
             let reps = max(1, Int(2e8 / p.flops))  // small shapes: time a batch of calls
-            let s = timeRuns(runs: o.runs, warmup: o.warmup) { for _ in 0..<reps { p.run() } }
-            report.add("gemm", config: config, mode: "", name: "\(m)x\(n)x\(k) \(label)", unit: "GFLOP/s",
-                       s.rate(p.flops * Double(reps) / 1e9))
+            for (mode, openBLASThreads) in [("openblas", true), ("model", false)] {
+                let s = timeRuns(runs: o.runs, warmup: o.warmup) { for _ in 0..<reps { p.run(openBLASThreads: openBLASThreads) } }
+                report.add("gemm", config: config, mode: mode, name: "\(m)x\(n)x\(k) \(label)", unit: "GFLOP/s",
+                           s.rate(p.flops * Double(reps) / 1e9))
+            }
         }
     }
 }

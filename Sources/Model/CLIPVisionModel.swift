@@ -99,7 +99,7 @@ public final class CLIPVisionModel: @unchecked Sendable {
 
         // Workspace, reused by every layer.
         let xn = Tensor(zeros: [N, D]), q = Tensor(zeros: [N, D]), k = Tensor(zeros: [N, D]), v = Tensor(zeros: [N, D])
-        let attn = Tensor(zeros: [N, D]), mid = Tensor(zeros: [N, I]), probs = Tensor(zeros: [S * S])
+        let attn = Tensor(zeros: [N, D]), mid = Tensor(zeros: [N, I]), scratch = Tensor(zeros: [BLAS.threads, S * S])
         let shape = AttentionShape(batch: B, length: S, heads: H, kvHeads: H, headDim: hd, causal: false)
         var cur = h
         for L in layers {
@@ -108,7 +108,7 @@ public final class CLIPVisionModel: @unchecked Sendable {
             Linear.forward(x: xn.data, rows: N, inFeatures: D, weight: L.qw.data, bias: L.qb.data, outFeatures: D, y: q.data)
             Linear.forward(x: xn.data, rows: N, inFeatures: D, weight: L.kw.data, bias: L.kb.data, outFeatures: D, y: k.data)
             Linear.forward(x: xn.data, rows: N, inFeatures: D, weight: L.vw.data, bias: L.vb.data, outFeatures: D, y: v.data)
-            Attention.forward(shape, q: q.data, k: k.data, v: v.data, keyMask: nil, probs: probs.data, saveProbs: false, out: attn.data)
+            Attention.forward(shape, q: q.data, k: k.data, v: v.data, keyMask: nil, scratch: scratch.buffer, out: attn.data)
             // next = cur + attn Woᵀ + bo
             for r in 0..<N { Vec.add(L.ob.data, next.data + r * D, D) }
             BLAS.gemm(transB: true, m: N, n: D, k: D, a: attn.data, lda: D, b: L.ow.data, ldb: D, beta: 1, c: next.data, ldc: D)

@@ -62,7 +62,8 @@ public final class Fuser: FFNInjection {
         var feats = Buffer(), fc1 = Buffer(), fc1Grad = Buffer()           // [S, B*M, Dv], [S, B*M, r] x2
         var u = Buffer(), alpha = Buffer(), pre = Buffer(), scores = Buffer() // saved per layer
         var h = Buffer(), proj = Buffer(), keys = Buffer(), values = Buffer(), dProj = Buffer()
-        var act = Buffer(), mask = Buffer(), dAct = Buffer(), dH = Buffer(), small = Buffer()
+        var act = Buffer(), mask = Buffer(), dAct = Buffer(), dH = Buffer(), small = Buffer()  // act/mask/dAct: per lane
+        var lanes = 0
     }
 
     /// Starts a micro-batch of `samples.count` rows of `tokens` positions. `dropout` nil means off.
@@ -72,14 +73,15 @@ public final class Fuser: FFNInjection {
         self.tokens = tokens
         self.dropout = (dropout?.p ?? 0) > 0 ? dropout : nil
         let bm = batch * M
-        if ws.key != [batch, tokens] {
+        if ws.key != [batch, tokens] || ws.lanes != BLAS.threads {
             ws.key = [batch, tokens]
+            ws.lanes = BLAS.threads
             ws.feats.resize(S * bm * dv); ws.fc1.resize(S * bm * r); ws.fc1Grad.resize(S * bm * r)
             ws.u.resize(L * batch * d); ws.alpha.resize(L * batch * S); ws.pre.resize(L * bm * r)
             ws.scores.resize(L * batch * tokens * M)
             ws.h.resize(bm * r); ws.proj.resize(bm * d); ws.keys.resize(bm * d); ws.values.resize(bm * d)
             ws.dProj.resize(bm * d); ws.dH.resize(bm * r)
-            ws.act.resize(tokens * M); ws.mask.resize(tokens * M); ws.dAct.resize(tokens * M)
+            ws.act.resize(ws.lanes * tokens * M); ws.mask.resize(ws.lanes * tokens * M); ws.dAct.resize(ws.lanes * tokens * M)
             ws.small.resize(max(d, S) * 2)
         }
         // Stack candidate features per candidate: feats[j][b*M + m] = F_j of sample b (zero without image).
@@ -114,7 +116,7 @@ public final class Fuser: FFNInjection {
     /// h = SiLU(pre); proj = h W2ᵀ + b2  ([B*M, d]).
     private func projectorOut(pre: UnsafePointer<Float>) {
         let bm = batch * M
-        for i in 0..<(bm * r) { ws.h.p[i] = silu(pre[i]) }
+        Activation.silu.forward(pre, ws.h.p, count: bm * r)
         let b2 = p("projector.fc2.bias")
         for row in 0..<bm { (ws.proj.p + row * d).update(from: b2, count: d) }
         gemm(false, true, bm, d, r, 1, ws.h.p, r, p("projector.fc2.weight"), r, 1, ws.proj.p, d)
@@ -127,7 +129,7 @@ public final class Fuser: FFNInjection {
         gemm(true, false, d, r, bm, 1, ws.dProj.p, d, ws.h.p, r, 1, g("projector.fc2.weight"), r)
         colSum(ws.dProj.p, rows: bm, cols: d, into: g("projector.fc2.bias"))
         gemm(false, false, bm, r, d, 1, ws.dProj.p, d, p("projector.fc2.weight"), r, 0, ws.dH.p, r)
-        for i in 0..<(bm * r) { ws.dH.p[i] *= siluGrad(pre[i]) }
+        Activation.silu.backward(pre, dy: ws.dH.p, dx: ws.dH.p, count: bm * r)
         colSum(ws.dH.p, rows: bm, cols: r, into: g("projector.fc1.bias"))
         // dalpha[b][j] = <dpre_b, F_j W1ᵀ of b>; fc1Grad[j] += alpha_j dpre.
         var dAlpha = [Float](repeating: 0, count: batch * S)
@@ -183,10 +185,12 @@ public final class Fuser: FFNInjection {
         }
     }
 
-    private func dropoutMask(layer l: Int, sample b: Int) -> UnsafeMutablePointer<Float>? {
+    /// The dropout multipliers of (layer, sample) in lane `lane`'s buffer, or nil with dropout off.
+    private func dropoutMask(layer l: Int, sample b: Int, lane: Int) -> UnsafePointer<Float>? {
         guard let dropout else { return nil }
-        dropout.fill(sample: samples[b].sampleIndex, layer: l, count: tokens * M, into: ws.mask.p)
-        return ws.mask.p
+        let tm = tokens * M, out = ws.mask.p + lane * tm
+        dropout.fill(sample: samples[b].sampleIndex, layer: l, count: tm, into: out)
+        return UnsafePointer(out)
     }
 
     public func forward(layer l: Int, x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
@@ -196,12 +200,12 @@ public final class Fuser: FFNInjection {
         mixFc1(alpha: ws.alpha.p + l * batch * S, into: ws.pre.p + l * bm * r)
         memory(layer: l)
         let tm = tokens * M
-        for b in 0..<batch {
-            let xb = x + b * tokens * d, s = ws.scores.p + (l * batch + b) * tm
+        // One sample per item: its scores, SiLU and dropout, and its rows of `out`.
+        BLAS.parallel(batch, maxLanes: ws.lanes) { b, lane in
+            let xb = x + b * tokens * d, s = ws.scores.p + (l * batch + b) * tm, act = ws.act.p + lane * tm
             gemm(false, true, tokens, M, d, 1, xb, d, ws.keys.p + b * M * d, d, 0, s, M)
-            let mask = dropoutMask(layer: l, sample: b)
-            for i in 0..<tm { ws.act.p[i] = silu(s[i]) * (mask?[i] ?? 1) }
-            gemm(false, false, tokens, d, M, config.injectionScale, ws.act.p, M, ws.values.p + b * M * d, d, 1,
+            siluTimes(s, dropoutMask(layer: l, sample: b, lane: lane), into: act, count: tm)
+            gemm(false, false, tokens, d, M, config.injectionScale, act, M, ws.values.p + b * M * d, d, 1,
                  out + b * tokens * d, d)
         }
     }
@@ -212,19 +216,23 @@ public final class Fuser: FFNInjection {
         memory(layer: l)
         ws.dProj.zero()
         let gk = g("prompt.key_pos"), gv = g("prompt.value_pos")
-        for b in 0..<batch {
+        // One sample per item: dK into proj (free again after memory()), dV into dProj, its rows of dX.
+        BLAS.parallel(batch, maxLanes: ws.lanes) { b, lane in
             let xb = x + b * tokens * d, dob = dOut + b * tokens * d, dxb = dX + b * tokens * d
-            let s = ws.scores.p + (l * batch + b) * tm
-            let mask = dropoutMask(layer: l, sample: b)
-            for i in 0..<tm { ws.act.p[i] = silu(s[i]) * (mask?[i] ?? 1) }
-            let dk = ws.proj.p + b * M * d   // proj is free again after memory(): reuse it for dK
-            let dvb = ws.dProj.p + b * M * d // dV first, then dP = fs (dK + dV)
+            let s = ws.scores.p + (l * batch + b) * tm, act = ws.act.p + lane * tm, dAct = ws.dAct.p + lane * tm
+            let mask = dropoutMask(layer: l, sample: b, lane: lane)
+            siluTimes(s, mask, into: act, count: tm)
+            let dk = ws.proj.p + b * M * d, dvb = ws.dProj.p + b * M * d
             // dV = inj * actᵀ dOut ; dAct = inj * dOut Vᵀ ; ds = dAct * mask * silu'(s)
-            gemm(true, false, M, d, tokens, inj, ws.act.p, M, dob, d, 0, dvb, d)
-            gemm(false, true, tokens, M, d, inj, dob, d, ws.values.p + b * M * d, d, 0, ws.dAct.p, M)
-            for i in 0..<tm { ws.dAct.p[i] *= (mask?[i] ?? 1) * siluGrad(s[i]) }
-            gemm(false, false, tokens, d, M, 1, ws.dAct.p, M, ws.keys.p + b * M * d, d, 1, dxb, d)
-            gemm(true, false, M, d, tokens, 1, ws.dAct.p, M, xb, d, 0, dk, d)
+            gemm(true, false, M, d, tokens, inj, act, M, dob, d, 0, dvb, d)
+            gemm(false, true, tokens, M, d, inj, dob, d, ws.values.p + b * M * d, d, 0, dAct, M)
+            siluGradTimes(s, mask, into: dAct, count: tm)
+            gemm(false, false, tokens, d, M, 1, dAct, M, ws.keys.p + b * M * d, d, 1, dxb, d)
+            gemm(true, false, M, d, tokens, 1, dAct, M, xb, d, 0, dk, d)
+        }
+        // The parameter gradients in sample order; then dP = fs (dK + dV) in dProj.
+        for b in 0..<batch {
+            let dk = ws.proj.p + b * M * d, dvb = ws.dProj.p + b * M * d
             Vec.axpy(1, dk, gk, M * d)
             Vec.axpy(1, dvb, gv, M * d)
             let img: Float = samples[b].features == nil ? 0 : fs
@@ -276,7 +284,7 @@ public final class Fuser: FFNInjection {
             let dst = ws.dProj.p + b * M * d
             if samples[b].features == nil { dst.update(repeating: 0, count: M * d) } else { dst.update(from: dEmbeddings + b * stride * d, count: M * d) }
         }
-        for i in 0..<(batch * M * r) { ws.h.p[i] = silu(ws.pre.p[i]) }
+        Activation.silu.forward(ws.pre.p, ws.h.p, count: batch * M * r)
         _ = projectorBackward(pre: ws.pre.p, alpha: nil)
     }
 }
@@ -298,8 +306,17 @@ final class Buffer {
     func zero() { p.update(repeating: 0, count: count) }
 }
 
-@inline(__always) private func silu(_ x: Float) -> Float { Activation.silu.value(x) }
-@inline(__always) private func siluGrad(_ x: Float) -> Float { Activation.silu.derivative(x) }
+/// act = silu(s) * mask (mask nil: 1).
+private func siluTimes(_ s: UnsafePointer<Float>, _ mask: UnsafePointer<Float>?, into act: UnsafeMutablePointer<Float>, count: Int) {
+    Activation.silu.forward(s, act, count: count)
+    if let mask { for i in 0..<count { act[i] *= mask[i] } }
+}
+
+/// dAct *= mask * silu'(s) (mask nil: 1).
+private func siluGradTimes(_ s: UnsafePointer<Float>, _ mask: UnsafePointer<Float>?, into dAct: UnsafeMutablePointer<Float>, count: Int) {
+    if let mask { for i in 0..<count { dAct[i] *= mask[i] } }
+    Activation.silu.backward(s, dy: dAct, dx: dAct, count: count)
+}
 
 /// Row-major sgemm in the fuser's positional shorthand: C = alpha op(A) op(B) + beta C.
 @inline(__always) private func gemm(_ ta: Bool, _ tb: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,

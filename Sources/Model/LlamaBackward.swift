@@ -46,7 +46,7 @@ extension LlamaModel {
         let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: H, kvHeads: Hkv, headDim: hd, causal: true)
         Attention.backward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil, probs: nil,
                            dOut: ws.dAttn.data,
-                           dq: ws.dQ.data, dk: ws.dK.data, dv: ws.dV.data, scratch: ws.dS.data)
+                           dq: ws.dQ.data, dk: ws.dK.data, dv: ws.dV.data, scratch: ws.dS.buffer)
         Rotary.apply(ws.dQ.data, rows: N, heads: H, headDim: hd, cos: ws.cos.data, sin: ws.sin.data, inverse: true)
         Rotary.apply(ws.dK.data, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data, inverse: true)
         let dXn = ws.dX.data  // reuse: dX is consumed above

@@ -147,7 +147,7 @@ public final class LlamaModel: @unchecked Sendable {
         Rotary.apply(k, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
         let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: H, kvHeads: Hkv, headDim: hd, causal: true)
         Attention.forward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil,
-                          probs: ws.probs.data, saveProbs: false, out: ws.attn.data)
+                          scratch: ws.attentionScratch.buffer, out: ws.attn.data)
         hp.update(from: h, count: N * d)
         BLAS.gemm(transB: true, m: N, n: d, k: qd, a: ws.attn.data, lda: qd, b: L.ow.data, ldb: qd, beta: 1, c: hp, ldc: d)
 

@@ -8,12 +8,14 @@ public final class LlamaWorkspace {
     public let training: Bool
     let rows: Int
     let config: LlamaConfig
+    /// Attention scratch is per compute thread (BLAS.threads when the workspace is made).
+    let lanes: Int
 
     // Saved per layer slot (L slots when training, 1 otherwise).
     let hidden: Tensor   // raw layer inputs h_0..h_{L-1} and the last output h_L: [L+1 or 2, N, d]
     let rstd1: Tensor, rstd2: Tensor        // [slots, N]
     let q: Tensor, k: Tensor, v: Tensor     // [slots, N, H*hd], [slots, N, Hkv*hd] (after rotary)
-    let probs: Tensor                       // [T*T] scratch: the backward recomputes probabilities
+    let attentionScratch: Tensor            // [lanes, T*T]: the backward recomputes probabilities
     let hp: Tensor, x: Tensor               // h' and post_attention_layernorm(h'): [slots, N, d]
     let gate: Tensor, up: Tensor            // [slots, N, F]
 
@@ -36,7 +38,7 @@ public final class LlamaWorkspace {
     lazy var dQ = Tensor(zeros: [rows, config.numAttentionHeads * config.headDim])
     lazy var dK = Tensor(zeros: [rows, config.numKeyValueHeads * config.headDim])
     lazy var dV = Tensor(zeros: [rows, config.numKeyValueHeads * config.headDim])
-    lazy var dS = Tensor(zeros: [2 * length * length])
+    lazy var dS = Tensor(zeros: [lanes, 2 * length * length])
 
     public init(config: LlamaConfig, batch: Int, length: Int, training: Bool) {
         self.config = config
@@ -53,7 +55,8 @@ public final class LlamaWorkspace {
         q = Tensor(zeros: [slots, N, qd])
         k = Tensor(zeros: [slots, N, kd])
         v = Tensor(zeros: [slots, N, kd])
-        probs = Tensor(zeros: [length * length])
+        lanes = BLAS.threads
+        attentionScratch = Tensor(zeros: [lanes, length * length])
         hp = Tensor(zeros: [slots, N, d])
         x = Tensor(zeros: [slots, N, d])
         gate = Tensor(zeros: [slots, N, F])

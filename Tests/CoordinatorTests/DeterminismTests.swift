@@ -25,6 +25,17 @@ struct DeterminismTests {
         try expectReference(dir, "\(count) workers")
     }
 
+    @Test("compute.threads 2 (attention, the visual memory and large GEMMs split over threads): 2 workers give the in-process parameters")
+    func twoComputeThreads() throws {
+        let threads = "compute:\n  threads: 2"
+        let reference = Result { try Demo.reference(steps: Self.steps, extra: threads, name: "reference-threads2") }
+        let dir = try Demo.scratch("threads2")
+        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: Self.steps, extra: threads)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        #expect(try c.wait() == 0, "\(c.output)")
+        try Demo.expectSame(dir, steps: Self.steps, as: reference, "2 workers with 2 compute threads each")
+    }
+
     @Test("a worker killed with SIGKILL mid-step: its work is redone elsewhere")
     func workerKilled() throws {
         let dir = try Demo.scratch("kill")

@@ -59,15 +59,18 @@ func naiveAttention(_ s: AttentionShape, q: [Float], k: [Float], v: [Float], mas
         var probs = [Float](repeating: 0, count: s.probsCount)
         func run(_ q: [Float], _ k: [Float], _ v: [Float], save: Bool = false) -> [Float] {
             var out = [Float](repeating: .nan, count: nq)
-            var scratch = [Float](repeating: 0, count: s.probsCount)
+            var saved = [Float](repeating: .nan, count: s.probsCount)
+            var scratch = [Float](repeating: 0, count: s.scratchPerLane(backward: false))
             let m = mask ?? []
             m.withUnsafeBufferPointer { mp in
                 scratch.withUnsafeMutableBufferPointer { sp in
-                    Attention.forward(s, q: q, k: k, v: v, keyMask: mask == nil ? nil : mp.baseAddress!,
-                                      probs: sp.baseAddress!, saveProbs: save, out: &out)
+                    saved.withUnsafeMutableBufferPointer { pp in
+                        Attention.forward(s, q: q, k: k, v: v, keyMask: mask == nil ? nil : mp.baseAddress!,
+                                          scratch: sp, savedProbs: save ? pp.baseAddress! : nil, out: &out)
+                    }
                 }
             }
-            if save { probs = scratch }
+            if save { probs = saved }
             return out
         }
         let out = run(q, k, v, save: true)
@@ -75,13 +78,17 @@ func naiveAttention(_ s: AttentionShape, q: [Float], k: [Float], v: [Float], mas
         #expect(maxAbsDiff(run(q, k, v, save: false), out) == 0)
 
         var dq = [Float](repeating: .nan, count: nq), dk = [Float](repeating: .nan, count: nk), dv = dk
-        var scratch = [Float](repeating: 0, count: 50)
-        Attention.backward(s, q: q, k: k, v: v, keyMask: nil, probs: probs, dOut: wt, dq: &dq, dk: &dk, dv: &dv, scratch: &scratch)
+        var scratch = [Float](repeating: 0, count: s.scratchPerLane(backward: true))
+        scratch.withUnsafeMutableBufferPointer { sp in
+            Attention.backward(s, q: q, k: k, v: v, keyMask: nil, probs: probs, dOut: wt, dq: &dq, dk: &dk, dv: &dv, scratch: sp)
+        }
         // Recomputing the probabilities (no saved probs) gives the same gradients.
         var dq2 = dq, dk2 = dk, dv2 = dv
         (mask ?? []).withUnsafeBufferPointer { mp in
-            Attention.backward(s, q: q, k: k, v: v, keyMask: mask == nil ? nil : mp.baseAddress!, probs: nil, dOut: wt,
-                               dq: &dq2, dk: &dk2, dv: &dv2, scratch: &scratch)
+            scratch.withUnsafeMutableBufferPointer { sp in
+                Attention.backward(s, q: q, k: k, v: v, keyMask: mask == nil ? nil : mp.baseAddress!, probs: nil, dOut: wt,
+                                   dq: &dq2, dk: &dk2, dv: &dv2, scratch: sp)
+            }
         }
         #expect(maxAbsDiff(dq2, dq) < 1e-6 && maxAbsDiff(dk2, dk) < 1e-6 && maxAbsDiff(dv2, dv) < 1e-6)
         #expect(gradientError(dq, numericGradient(q, step: fdStep) { weightedSum(run($0, k, v), wt) }, rtol: fdRtol, atol: fdAtol) <= 1)
@@ -93,5 +100,58 @@ func naiveAttention(_ s: AttentionShape, q: [Float], k: [Float], v: [Float], mas
             #expect(out[0..<qs].allSatisfy { $0 == 0 })
             #expect(dq[0..<qs].allSatisfy { $0 == 0 })
         }
+    }
+
+    @Test("causal row blocks (T = 150: three blocks, the last partial) match naive attention and finite differences; the thread count changes no bit")
+    func blocked() {
+        var rng = TestRNG(5)
+        let T = 150
+        let s = AttentionShape(batch: 2, length: T, heads: 4, kvHeads: 2, headDim: 8, causal: true)
+        let nq = 2 * T * 32, nk = 2 * T * 16
+        let q = rng.array(nq, 1.5), k = rng.array(nk, 1.5), v = rng.array(nk), wt = rng.array(nq)
+        // Sample 0: its first key masked and 20 padded keys; sample 1: every key.
+        var mask = [Float](repeating: 1, count: 2 * T)
+        mask[0] = 0
+        for t in (T - 20)..<T { mask[t] = 0 }
+        var scratch = [Float](repeating: 0, count: 2 * s.scratchPerLane(backward: true))
+        func run(_ q: [Float], _ k: [Float], _ v: [Float], threads: Int = 2) -> [Float] {
+            BLAS.setThreads(threads)
+            defer { BLAS.setThreads(1) }
+            var out = [Float](repeating: .nan, count: nq)
+            scratch.withUnsafeMutableBufferPointer { sp in
+                Attention.forward(s, q: q, k: k, v: v, keyMask: mask, scratch: sp, out: &out)
+            }
+            return out
+        }
+        func grads(threads: Int) -> (dq: [Float], dk: [Float], dv: [Float]) {
+            BLAS.setThreads(threads)
+            defer { BLAS.setThreads(1) }
+            var dq = [Float](repeating: .nan, count: nq), dk = [Float](repeating: .nan, count: nk), dv = dk
+            scratch.withUnsafeMutableBufferPointer { sp in
+                Attention.backward(s, q: q, k: k, v: v, keyMask: mask, probs: nil, dOut: wt, dq: &dq, dk: &dk, dv: &dv, scratch: sp)
+            }
+            return (dq, dk, dv)
+        }
+        let out = run(q, k, v)
+        #expect(maxAbsDiff(out, naiveAttention(s, q: q, k: k, v: v, mask: mask)) < 1e-5)
+        #expect(run(q, k, v, threads: 1) == out)
+        let g = grads(threads: 2), g1 = grads(threads: 1)
+        #expect(g1.dq == g.dq && g1.dk == g.dk && g1.dv == g.dv)
+        // Finite differences on coordinates spread over every block (whole-array differences would take minutes).
+        func check(_ analytic: [Float], _ x: [Float], _ loss: ([Float]) -> Double) {
+            var worst = 0.0
+            for i in stride(from: 7, to: x.count, by: x.count / 40) {
+                var xp = x
+                xp[i] = x[i] + fdStep
+                let hi = loss(xp)
+                xp[i] = x[i] - fdStep
+                let numeric = (hi - loss(xp)) / Double(2 * fdStep)
+                worst = max(worst, abs(Double(analytic[i]) - numeric) / (fdAtol + fdRtol * abs(numeric)))
+            }
+            #expect(worst <= 1, "worst finite-difference error \(worst)")
+        }
+        check(g.dq, q) { weightedSum(run($0, k, v), wt) }
+        check(g.dk, k) { weightedSum(run(q, $0, v), wt) }
+        check(g.dv, v) { weightedSum(run(q, k, $0), wt) }
     }
 }
