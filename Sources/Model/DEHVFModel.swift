@@ -160,14 +160,11 @@ public final class DEHVFModel {
         let v = llama.config.vocabSize
         var total = 0.0
         for (i, target) in targets.enumerated() {
-            let row = logits.data + i * v
-            var mx = -Float.infinity
-            for j in 0..<v { mx = max(mx, row[j]) }
-            var sum: Float = 0
-            for j in 0..<v { sum += expf(row[j] - mx) }
-            let logZ = mx + logf(sum)
-            total += Double(logZ - row[Int(target)])
-            for j in 0..<v { row[j] = expf(row[j] - logZ) }
+            let row = logits.data + i * v, picked = row[Int(target)]
+            let mx = Vec.max(row, v)
+            let sum = Vec.expSum(row, minus: mx, v)   // row = e^(logit - max)
+            total += Double(mx + logf(sum) - picked)
+            Vec.scale(row, 1 / sum, v)
             row[Int(target)] -= 1
         }
         return total
