@@ -3,7 +3,8 @@
 //   swift run -c release bench <suite> [--threads N] [--runs R] [--json FILE]
 //
 // Suites: gemm, step, infer, io, comm, all. Each figure is the median of `--runs` timed runs after
-// `--warmup` untimed ones, reported with its min and max. The machine is shared, so every suite that
+// `--warmup` untimed ones, reported with its min and max (`comm`'s local-worker figures are medians
+// over the steps of one real training run each instead). The machine is shared, so every suite that
 // reports a fraction of the sgemm ceiling measures that ceiling in the same run, next to the figure.
 import ArgumentParser
 import Foundation
@@ -89,11 +90,42 @@ struct IOSuite: ParsableCommand {
 
 struct CommSuite: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "comm",
-        abstract: "Bytes per step on the wire, codec and exact-sum time, projected to LLaMA-7B + ViT-L/14.")
+        abstract: "Communication and combination against computation with 1, 2, 3 local worker processes; bytes per step, "
+            + "codec and exact-sum time, projected to LLaMA-7B + ViT-L/14.",
+        discussion: "The local-worker runs train the bench config with the coordinator and worker executables built next "
+            + "to bench (swift build -c release), compute.threads 1 per worker; --threads, --runs and --warmup apply to "
+            + "the in-process figures only. Each local run takes tens of seconds.")
     @OptionGroup var options: BenchOptions
-    @Option(help: "Workers (one micro-batch each per step).")
-    var workers = 4
-    func run() throws { try options.session { try CommBench.run(options, workers: workers, into: $0) } }
+    @Option(help: "Local worker counts to train with (comma-separated); 'none' skips the multi-process runs.")
+    var workers = "1,2,3"
+    @Option(help: "Training steps per local run; the first \(LocalRuns.warmupSteps) are warm-up and not reported.")
+    var steps = 6
+    @Flag(help: "Keep the temporary directory of the local runs (backbones, dataset, jobs, logs, train.jsonl).")
+    var keep = false
+    @Option(help: "Workers for the in-process figures (message sizes, codec, exact sum) and the LLaMA-7B projection.")
+    var projectedWorkers = 4
+
+    var workerList: [Int] {
+        workers == "none" ? [] : workers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    func validate() throws {
+        if workers != "none" {
+            let parts = workers.split(separator: ",", omittingEmptySubsequences: false)
+            guard !parts.isEmpty, parts.allSatisfy({ Int($0.trimmingCharacters(in: .whitespaces)).map { $0 >= 1 } ?? false }) else {
+                throw ValidationError("--workers must be positive counts separated by commas (or 'none'), found '\(workers)'")
+            }
+        }
+        guard steps > LocalRuns.warmupSteps else {
+            throw ValidationError("--steps must exceed the \(LocalRuns.warmupSteps) warm-up steps, found \(steps)")
+        }
+        guard projectedWorkers >= 1 else { throw ValidationError("--projected-workers must be at least 1") }
+    }
+
+    func run() throws {
+        let local = workerList.isEmpty ? nil : LocalRuns(workers: workerList, steps: steps, keep: keep)
+        try options.session { try CommBench.run(options, workers: projectedWorkers, local: local, into: $0) }
+    }
 }
 
 struct AllSuites: ParsableCommand {
@@ -105,7 +137,7 @@ struct AllSuites: ParsableCommand {
             try StepBench.run(options, into: report)
             try InferBench.run(options, into: report)
             try IOBench.run(options, scratch: NSTemporaryDirectory(), into: report)
-            try CommBench.run(options, workers: 4, into: report)
+            try CommBench.run(options, workers: 4, local: LocalRuns(), into: report)
         }
     }
 }
