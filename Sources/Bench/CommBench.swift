@@ -148,8 +148,13 @@ struct LocalCommBench {
             print("   running coordinator train with \(n) local worker\(n == 1 ? "" : "s") (\(options.steps) steps) ...")
             fflush(stdout)
             let log = dir.appendingPathComponent("coordinator-\(n).log")
+            var memory: [WorkerMemory] = []
             try Self.launch(coordinator, ["train", "--config", job.path], log: log,
-                            timeout: 300 + 120 * Double(options.steps))
+                            timeout: 300 + 120 * Double(options.steps)) { pid in
+                // Once past the warm-up steps, every worker has touched the whole backbone: sample them.
+                guard memory.isEmpty, Self.loggedSteps(runDir) > LocalRuns.warmupSteps else { return }
+                memory = WorkerMemory.children(of: pid)
+            }
             let steps = try Self.steps(runDir.appendingPathComponent("train.jsonl"), log: log)
             guard steps.count == options.steps else {
                 throw Failure("the \(n)-worker run logged \(steps.count) of \(options.steps) steps\n" + Self.tail(log))
@@ -174,6 +179,20 @@ struct LocalCommBench {
             figure("exchange", "ms") { $0.exchange * 1e3 }
             figure("exact sum + AdamW", "ms") { $0.combine * 1e3 }
             figure("(exchange+combine)/step", "ratio") { ($0.exchange + $0.combine) / $0.step }
+            // Shared backbone memory: the safetensors are mapped, so workers on one node share their pages
+            // and PSS (each shared page split between its users) falls as RSS stays.
+            if memory.isEmpty {
+                report.note("warning: could not read the workers' /proc/PID/smaps; no memory figures for \(n)")
+            } else {
+                func perWorker(_ name: String, _ value: (WorkerMemory) -> Double) {
+                    report.add("comm", config: shape.name, mode: "dehvf", name: "local workers \(n): \(name)", unit: "MB",
+                               Samples(memory.map(value)))
+                }
+                perWorker("worker RSS") { $0.rss }
+                perWorker("worker PSS") { $0.pss }
+                perWorker("backbone mapping RSS per worker") { $0.backboneRSS }
+                perWorker("backbone mapping PSS per worker") { $0.backbonePSS }
+            }
         }
 
         // Bytes per step: params to each busy worker, then work out and a result back per micro-batch.
@@ -295,7 +314,8 @@ struct LocalCommBench {
 
     /// Runs `executable` with its stdout and stderr in `log`; throws with the log's tail if it fails or
     /// outlives `timeout` seconds (then it is stopped with SIGTERM, which also stops its local workers).
-    static func launch(_ executable: String, _ args: [String], log: URL, timeout: Double) throws {
+    static func launch(_ executable: String, _ args: [String], log: URL, timeout: Double,
+                       whileRunning: (pid_t) -> Void = { _ in }) throws {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         defer { try? handle.close() }
@@ -306,7 +326,10 @@ struct LocalCommBench {
         p.standardError = handle
         try p.run()
         let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
+        while p.isRunning && Date() < deadline {
+            whileRunning(p.processIdentifier)
+            usleep(50_000)
+        }
         if p.isRunning {
             p.terminate()
             let grace = Date().addingTimeInterval(10)
@@ -321,6 +344,12 @@ struct LocalCommBench {
             throw Failure("\(URL(fileURLWithPath: executable).lastPathComponent) \(args.joined(separator: " ")) failed "
                 + "(\(p.terminationReason == .exit ? "exit status" : "signal") \(p.terminationStatus))\n" + tail(log))
         }
+    }
+
+    /// Steps logged so far in a run directory's train.jsonl.
+    static func loggedSteps(_ runDir: URL) -> Int {
+        guard let text = try? String(contentsOf: runDir.appendingPathComponent("train.jsonl"), encoding: .utf8) else { return 0 }
+        return text.split(separator: "\n").filter { $0.contains("\"step_s\"") }.count
     }
 
     /// The last lines of a log, for error messages.
@@ -364,5 +393,50 @@ struct LocalCommBench {
                             workers: (object["workers"] as? NSNumber)?.intValue ?? 0))
         }
         return out.sorted { $0.index < $1.index }
+    }
+}
+
+/// A worker process's memory from /proc/PID/smaps, in MB: the whole process, and the backbone's
+/// memory-mapped safetensors files.
+struct WorkerMemory {
+    var rss = 0.0, pss = 0.0, backboneRSS = 0.0, backbonePSS = 0.0
+
+    /// The memory of every direct child of `parent` (the local launcher's workers). Empty off Linux.
+    static func children(of parent: pid_t) -> [WorkerMemory] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { parentPID(of: $0) == parent }.sorted().compactMap(read)
+    }
+
+    /// Field 4 of /proc/PID/stat (after the parenthesised command name, which may hold spaces).
+    static func parentPID(of pid: pid_t) -> pid_t? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    static func read(_ pid: pid_t) -> WorkerMemory? {
+        // /proc files report size 0: read to the end through a handle, not by the size.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"),
+              let data = try? handle.readToEnd(), let text = String(data: data, encoding: .utf8) else { return nil }
+        try? handle.close()
+        var m = WorkerMemory(), inBackbone = false
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let key = parts.first else { continue }
+            if key.hasSuffix(":") {
+                guard parts.count >= 2, let kb = Double(parts[1]) else { continue }
+                let mb = kb / 1024
+                switch key {
+                case "Rss:": m.rss += mb; if inBackbone { m.backboneRSS += mb }
+                case "Pss:": m.pss += mb; if inBackbone { m.backbonePSS += mb }
+                default: break
+                }
+            } else {
+                // A mapping header: address range, permissions, offset, device, inode, then the path.
+                inBackbone = parts.count >= 6 && parts[5].hasSuffix(".safetensors")
+            }
+        }
+        return m
     }
 }
