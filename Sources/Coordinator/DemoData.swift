@@ -14,7 +14,7 @@ struct DemoData: ParsableCommand {
             """)
 
     @Option(help: "Directory to write.") var out: String = "data/demo"
-    @Option(help: "Training samples.") var trainSamples: Int = 8000
+    @Option(help: "Training samples.") var trainSamples: Int = 16000
     @Option(help: "Held-out samples.") var testSamples: Int = 500
     @Option(help: "Seed of the random backbones (the default is one that learns).")
     var backboneSeed: UInt64 = DemoTask.defaultBackboneSeed

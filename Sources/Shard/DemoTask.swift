@@ -106,7 +106,7 @@ extension DemoTask {
     public static let defaultBackboneSeed: UInt64 = 3
 
     /// Writes `vision/`, `language/` (Hugging Face directories), `train.h5` and `test.h5` under `directory`.
-    public static func write(to directory: URL, trainSamples: Int = 8000, testSamples: Int = 500,
+    public static func write(to directory: URL, trainSamples: Int = 16000, testSamples: Int = 500,
                              backboneSeed: UInt64 = defaultBackboneSeed, progress: (String) -> Void = { _ in }) throws {
         let fm = FileManager.default
         for (name, made) in [("vision", RandomBackbone.clipVision(visionConfig, seed: backboneSeed)),

@@ -54,7 +54,7 @@ struct JobConfigTests {
         #expect(c.data.eval == root.appendingPathComponent("data/demo/test.h5").path)
         #expect(c.checkpoint.dir == root.appendingPathComponent("runs/demo").path)
         #expect(c.model.featureScale == 0.1 && c.model.injectionScale == 3.0)
-        #expect(c.data.microBatch == 8 && c.optim.lr == 1e-2 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
+        #expect(c.data.microBatch == 8 && c.optim.lr == 5e-3 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
         #expect(c.checkpoint.every == 500 && c.cluster.launcher == "local")
     }
 
