@@ -1,7 +1,10 @@
 import Model
 
 /// Algorithmic FLOPs (a multiply-add counts 2) of the GEMM-shaped work; elementwise work (norms, rotary,
-/// softmax, SiLU, the router's mean and softmax, AdamW) is not counted, nor is recomputation.
+/// softmax, SiLU, the router's mean and softmax, AdamW) is not counted, nor is recomputation. Attention
+/// counts the full T'×T' products, as PyTorch eager computes them; the model skips the causal blocks above
+/// the diagonal (it does 75% of the count at T' = 128, 58% at T' = 384), so for attention these are
+/// FLOPs of the algorithm, not of the machine.
 ///
 /// With B samples, T text tokens, M visual tokens, L LLM layers of width d (q width qd, k/v width kd,
 /// H heads of hd, FFN F, vocab V), R label rows, a ViT of Lv layers, width Dv, FFN Fv, Np patches,
