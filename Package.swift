@@ -36,7 +36,8 @@ let package = Package(
         .target(name: "Shard", dependencies: ["CHDF5", "Model"]),
         .target(
             name: "Cluster",
-            dependencies: ["CZeroMQ", "Model", "Shard", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["CZeroMQ", "Model", "Shard", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Crypto", package: "swift-crypto")]),
 
         .executableTarget(
             name: "Coordinator",

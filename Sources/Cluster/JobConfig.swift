@@ -63,6 +63,10 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var globalBatch: Int = 32
         public var microBatch: Int = 4
         public var seed: Int = 0
+        /// Directory for candidate ViT features on disk, shared by the processes that see it (optional;
+        /// without it each process keeps its own in memory). Not part of the job's identity: the features
+        /// are stored exactly, so it changes no result.
+        public var featureCache: String? = nil
 
         public init(train: String) { self.train = train }
 
@@ -71,6 +75,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
             case globalBatch = "global_batch"
             case microBatch = "micro_batch"
             case seed
+            case featureCache = "feature_cache"
         }
     }
 

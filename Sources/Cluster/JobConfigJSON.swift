@@ -30,6 +30,7 @@ extension JobConfig {
         c.cluster = Cluster()
         c.security = Security()
         c.checkpoint = Checkpoint()
+        c.data.featureCache = nil
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in c.canonicalJSON().utf8 {
             h ^= UInt64(b)

@@ -27,7 +27,7 @@ public struct ConfigOverride: Sendable, Equatable {
 extension JobConfig {
     /// Keys whose values are filesystem paths (resolved against the YAML file's directory).
     static let pathKeys: Set<String> = [
-        "model.vision", "model.language", "data.train", "data.eval",
+        "model.vision", "model.language", "data.train", "data.eval", "data.feature_cache",
         "checkpoint.dir", "security.secret_key", "security.allowed_workers",
     ]
 
@@ -126,6 +126,7 @@ extension JobConfig {
         data.globalBatch = d.int("global_batch", data.globalBatch, &p)
         data.microBatch = d.int("micro_batch", data.microBatch, &p)
         data.seed = d.int("seed", data.seed, &p)
+        data.featureCache = d.string("feature_cache", nil, &p)
         d.reportUnknown(known: Data.CodingKeys.allCases.map(\.rawValue), &p)
 
         var o = ConfigReader(mapping: top.node("optim"), path: "optim", problems: &p)
@@ -189,6 +190,7 @@ extension JobConfig {
         c.model.language = abs(c.model.language, "model.language")
         c.data.train = abs(c.data.train, "data.train")
         c.data.eval = c.data.eval.map { abs($0, "data.eval") }
+        c.data.featureCache = c.data.featureCache.map { abs($0, "data.feature_cache") }
         c.checkpoint.dir = abs(c.checkpoint.dir, "checkpoint.dir")
         c.security.secretKey = abs(c.security.secretKey, "security.secret_key")
         c.security.allowedWorkers = abs(c.security.allowedWorkers, "security.allowed_workers")

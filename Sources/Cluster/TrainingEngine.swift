@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Model
 import Shard
@@ -14,6 +15,7 @@ public final class TrainingEngine {
     public let train: DatasetFile
     public let vision: CLIPVisionModel
     private var caches: [String: FeatureCache] = [:]
+    private let visionFingerprint: String
 
     /// Loads the backbones and opens (and validates) the training dataset; sets the BLAS thread count
     /// to `compute.threads` (part of the determinism contract).
@@ -24,7 +26,8 @@ public final class TrainingEngine {
         let languageDir = try LanguageBackboneDirectory.open(URL(fileURLWithPath: job.model.language))
         vision = try CLIPVisionModel(config: visionDir.config, weights: visionDir.weights)
         let llama = try LlamaModel(config: languageDir.config, weights: languageDir.weights)
-        backbone = "vision=\(try visionDir.fingerprint());language=\(try languageDir.fingerprint())"
+        visionFingerprint = try visionDir.fingerprint()
+        backbone = "vision=\(visionFingerprint);language=\(try languageDir.fingerprint())"
         guard let mode = FusionMode(rawValue: job.model.fusion) else {
             throw ModelError(.badConfig, "model.fusion '\(job.model.fusion)' is not one of dehvf, memvp, concat")
         }
@@ -58,8 +61,8 @@ public final class TrainingEngine {
     /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
         let mb = try dataset.readBatch(indices: indices, images: false)
-        let cache = caches[dataset.path] ?? {
-            let c = FeatureCache(vision: vision, config: fuser)
+        let cache = try caches[dataset.path] ?? {
+            let c = FeatureCache(vision: vision, config: fuser, store: try featureStore(dataset))
             caches[dataset.path] = c
             return c
         }()
@@ -72,6 +75,22 @@ public final class TrainingEngine {
         let batch = TrainingBatch(tokens: mb.tokens, inputIDs: mb.inputIds, labels: mb.labels, lengths: mb.lengths,
                                   sampleIndices: indices, features: features)
         return (batch, mb)
+    }
+
+    /// With `data.feature_cache`: the store for `dataset`'s features, in a subdirectory named by what the
+    /// features depend on (the ViT's fingerprint, the candidate layers, the pooling, and the dataset file's
+    /// path, size and modification time), so a changed backbone or dataset never reads stale features.
+    func featureStore(_ dataset: DatasetFile) throws -> FeatureStore? {
+        guard let root = job.data.featureCache else { return nil }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: dataset.path)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let identity = "\(visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
+            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)"
+        let key = SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return try FeatureStore(directory: URL(fileURLWithPath: root).appendingPathComponent(key)) { message in
+            FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+        }
     }
 
     /// Vision-tower runs so far for `dataset` (each image at most once per run).

@@ -2,7 +2,7 @@
 public struct ModelError: Error, CustomStringConvertible, Sendable {
     public enum Code: String, Sendable {
         case fileNotFound, badHeader, badConfig, missingTensor, unexpectedTensor, badShape, badDType,
-             badInput, unsupported
+             badInput, unsupported, io
     }
     public var code: Code
     public var message: String

@@ -36,6 +36,19 @@ struct DeterminismTests {
         try Demo.expectSame(dir, steps: Self.steps, as: reference, "2 workers with 2 compute threads each")
     }
 
+    @Test("2 workers sharing data.feature_cache on disk give the in-process parameters (features kept in memory there)")
+    func sharedFeatureCache() throws {
+        let dir = try Demo.scratch("featurecache")
+        let store = dir.appendingPathComponent("features")
+        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: Self.steps,
+                               dataExtra: "feature_cache: \(store.path)")
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        #expect(try c.wait() == 0, "\(c.output)")
+        try expectReference(dir, "2 workers with a shared feature cache")
+        let files = try FileManager.default.subpathsOfDirectory(atPath: store.path).filter { $0.hasSuffix(".f32") }
+        #expect(files.count > 0 && files.count <= 512, "\(files.count) feature files for a 512-image dataset")
+    }
+
     @Test("a worker killed with SIGKILL mid-step: its work is redone elsewhere")
     func workerKilled() throws {
         let dir = try Demo.scratch("kill")

@@ -99,7 +99,7 @@ enum Demo {
     /// A job file in `dir` training the demo for `steps` steps, checkpointing into `dir/run`; the
     /// coordinator listens on `host`:`port`.
     static func job(in dir: URL, launcher: String, workers: Int = 2, host: String = "127.0.0.1", port: Int, steps: Int, every: Int = 1000,
-                    timeoutMs: Int = 1000, extra: String = "", data: URL? = nil) throws -> String {
+                    timeoutMs: Int = 1000, extra: String = "", dataExtra: String = "", data: URL? = nil) throws -> String {
         let d = try data ?? Demo.data()
         let text = """
             model:
@@ -111,6 +111,7 @@ enum Demo {
               train: \(d.path)/train.h5
               global_batch: 32
               micro_batch: 8
+              \(dataExtra)
             optim:
               lr: 1.0e-2
               warmup_steps: 5
