@@ -21,10 +21,13 @@ import Shard
 /// slowest worker), exact sum + AdamW, and (exchange + exact sum + AdamW) / step: the target is
 /// at most 5% with 2 workers. Compute per worker is the step's micro-batch time spread evenly over the
 /// workers, so when they do not divide the micro-batches (3 workers, 4 micro-batches) the idle workers
-/// of the last round count as exchange, as do more processes than cores. Bytes per step on the wire are what the coordinator sends and receives: one
-/// `params` message per busy worker, one `work` and one `result` per micro-batch (heartbeats left out),
-/// for the bench config and the LLaMA-7B + ViT-L/14 fuser. `--runs` and `--warmup` do not apply to these
-/// runs: each worker count is launched once and its figures are spread over its steps.
+/// of the last round count as exchange, as do more processes than cores. Bytes per step on the wire are
+/// what the coordinator sends and receives: one `params` message per busy worker, one `work` and one
+/// `result` per micro-batch (heartbeats left out), for the bench config and the LLaMA-7B + ViT-L/14
+/// fuser. Once past the warm-up steps, each worker's RSS and PSS (whole, and of its mapped safetensors)
+/// are read from /proc/PID/smaps: the backbone's pages are shared between the workers of a node.
+/// `--runs` and `--warmup` do not apply to these runs: each worker count is launched once and its figures
+/// are spread over its steps.
 enum CommBench {
     static func run(_ o: BenchOptions, workers: Int, local: LocalRuns?, into report: Report) throws {
         // Fail before measuring anything if the local runs cannot start.
