@@ -5,13 +5,14 @@ import Glibc
 import Darwin
 #endif
 
-/// A whole file memory-mapped read-only (`PROT_READ`, `MAP_SHARED`), unmapped in `deinit`.
+/// A whole file memory-mapped copy-on-write (`MAP_PRIVATE`, readable and writable), unmapped in `deinit`.
 ///
 /// Several processes mapping the same file share its page-cache pages, which is why the frozen backbone
-/// is mapped rather than read. An empty file maps to an empty buffer without calling `mmap`.
-/// - warning: the pages are read-only: writing through a pointer into them faults. Tensors borrowed from
-///   a map are frozen weights and must never be written. Truncating the file while it is mapped makes
-///   reads past the new end fault (SIGBUS): replace model files by writing new ones, never in place.
+/// is mapped rather than read. A page that is never written stays shared; writing to one (a tensor
+/// borrowed from the map, modified in place) gives this process a private copy of that page and never
+/// changes the file. An empty file maps to an empty buffer without calling `mmap`.
+/// - warning: truncating the file while it is mapped makes reads past the new end fault (SIGBUS):
+///   replace model files by writing new ones, never in place.
 public final class MappedFile: @unchecked Sendable {
     public let url: URL
     /// The mapped bytes; valid for the lifetime of this object.
@@ -39,7 +40,7 @@ public final class MappedFile: @unchecked Sendable {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
             throw ModelError(.badHeader, "cannot memory-map \(size) bytes: \(String(cString: strerror(errno)))",
                              path: path)
         }

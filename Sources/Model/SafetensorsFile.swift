@@ -117,7 +117,7 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
         switch info.dtype {
         case .f32:
             if Int(bitPattern: source) % MemoryLayout<Float>.alignment == 0 {
-                // The map is PROT_READ; the mutable pointer type is what Tensor stores, never written.
+                // The map is copy-on-write: a write changes this process's copy of the page, not the file.
                 let pointer = UnsafeMutableRawPointer(mutating: source).assumingMemoryBound(to: Float.self)
                 return Tensor(shape: info.shape, borrowing: pointer, owner: map)
             }

@@ -20,6 +20,18 @@ struct SafetensorsReaderTests {
         #expect(file.metadata == ["format": "pt", "note": "fixture"])
     }
 
+    @Test("writing into a mapped tensor changes this process's copy only: no fault, the file is untouched")
+    func copyOnWrite() throws {
+        let before = try Data(contentsOf: mixed)
+        let file = try SafetensorsFile(url: mixed)
+        let a = try file.take("weight.f32", shape: [2, 3])
+        a.data[0] = 42
+        #expect(try file.take("weight.f32", shape: [2, 3]).array.first == 42, "the same map sees its own write")
+        #expect(try SafetensorsFile(url: mixed).take("weight.f32", shape: [2, 3]).array.first == -1,
+                "a new map of the file reads the original")
+        #expect(try Data(contentsOf: mixed) == before)
+    }
+
     @Test("F16 and BF16 convert exactly: bit-identical to the F32 twins torch wrote")
     func halfExact() throws {
         let file = try SafetensorsFile(url: mixed)
