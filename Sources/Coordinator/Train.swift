@@ -15,6 +15,7 @@ struct Train: ParsableCommand {
               slurm      workers started by srun (see clusters/slurm/train.sbatch)
             Progress goes to stderr; one JSON line per step is appended to CHECKPOINT_DIR/train.jsonl.
             Checkpoints are written every checkpoint.every steps and at the end; --resume continues a job.
+            A checkpoint.dir that already holds checkpoints is refused without --resume or --fresh.
             """)
 
     @OptionGroup var job: JobOptions
@@ -22,9 +23,17 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'latest' (in checkpoint.dir) or a file.", valueName: "latest|PATH"))
     var resume: String?
 
+    @Flag(help: "Start over in a checkpoint.dir that holds an earlier run: remove its checkpoints and train.jsonl first.")
+    var fresh = false
+
+    func validate() throws {
+        if fresh && resume != nil { throw ValidationError("--fresh starts over and --resume continues: give one of them") }
+    }
+
     func run() throws {
         Interruption.install()
         let config = try job.load()
+        if resume == nil { try TrainingRun.claim(config.checkpoint.dir, fresh: fresh) }
         try TrainingRun(job: config, resume: resume).run()
     }
 }
@@ -40,6 +49,25 @@ final class TrainingRun {
     var timings = StepTimings()
     /// The step of the newest checkpoint this run wrote or resumed from.
     var savedStep: Int?
+
+    /// A run without --resume must not silently overwrite (and then rotate away) an earlier run's
+    /// checkpoints, which is what forgetting --resume after a crash would do: refuse, or with `fresh`
+    /// remove the earlier run's checkpoints and log.
+    static func claim(_ dir: String, fresh: Bool) throws {
+        let fm = FileManager.default
+        let names = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter {
+            ($0.hasPrefix("step-") && $0.hasSuffix(".h5")) || $0 == "latest" || $0 == "train.jsonl"
+        }
+        let checkpoints = names.filter { $0.hasPrefix("step-") }.sorted()
+        guard !checkpoints.isEmpty else { return }
+        guard fresh else {
+            throw UserError("\(dir) already holds checkpoints of an earlier run (newest: \(checkpoints.last!)). "
+                + "Continue it with --resume latest, or start over with --fresh (which removes them and its train.jsonl), "
+                + "or set checkpoint.dir to a new directory")
+        }
+        for name in names { try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(name)) }
+        Console.say("train: --fresh: removed \(checkpoints.count) checkpoint(s) and the log of the earlier run in \(dir)")
+    }
 
     init(job: JobConfig, resume: String?) throws {
         self.job = job

@@ -112,4 +112,25 @@ struct CommandTests {
         #expect(try t.wait() != 0)
         #expect(t.output.contains("compute.thread"), "\(t.output)")
     }
+
+    @Test("training again into a checkpoint.dir with checkpoints is refused unless --resume or --fresh")
+    func existingRun() throws {
+        let dir = try Demo.scratch("again")
+        let job = try Demo.job(in: dir, launcher: "inprocess", port: Demo.port(), steps: 2, every: 1)
+        let first = try Child("coordinator", ["train", "--config", job], log: dir.path + "/first.log")
+        #expect(try first.wait() == 0, "\(first.output)")
+        let (step, params) = try Demo.latest(dir)
+        #expect(step == 2)
+        let again = try Child("coordinator", ["train", "--config", job], log: dir.path + "/again.log")
+        #expect(try again.wait() != 0)
+        #expect(again.output.contains("--resume latest") && again.output.contains("--fresh"), "\(again.output)")
+        #expect(try Demo.latest(dir).params.bitwiseEqual(params), "the refused run must not touch the checkpoints")
+        let both = try Child("coordinator", ["train", "--config", job, "--fresh", "--resume", "latest"], log: dir.path + "/both.log")
+        #expect(try both.wait() != 0)
+        let fresh = try Child("coordinator", ["train", "--config", job, "--fresh"], log: dir.path + "/fresh.log")
+        #expect(try fresh.wait() == 0, "\(fresh.output)")
+        #expect(fresh.output.contains("removed 2 checkpoint(s)"), "\(fresh.output)")
+        #expect(Demo.logLines(dir) == 2, "the log holds the new run only")
+        #expect(try Demo.latest(dir).params.bitwiseEqual(params), "a fresh run of the same job gives the same parameters")
+    }
 }
