@@ -39,6 +39,8 @@ public final class DEHVFModel {
     public let config: FuserConfig
     private let fuser: Fuser
     private var workspaces: [[Int]: LlamaWorkspace] = [:]
+    /// The gradient w.r.t. the final hidden states, one buffer per shape, reused by every micro-batch.
+    private var dFinals: [[Int]: Tensor] = [:]
 
     public init(llama: LlamaModel, config: FuserConfig, initial params: ParameterSet) {
         self.llama = llama
@@ -67,7 +69,9 @@ public final class DEHVFModel {
         let (rows, targets) = lossRows(batch)
         let logits = llama.logits(final, rows: rows)
         let lossSum = crossEntropy(logits, targets: targets)   // logits now hold dLoss/dLogits
-        let dFinal = Tensor(zeros: final.shape)
+        let dFinal = dFinals[final.shape] ?? Tensor(zeros: final.shape)
+        dFinals[final.shape] = dFinal
+        dFinal.data.update(repeating: 0, count: dFinal.count)
         llama.accumulateLogitGradient(logits, rows: rows, into: dFinal)
         let dEmbeddings = try llama.backward(dFinal: dFinal, injection: concat ? nil : fuser, workspace: ws)
         if concat { fuser.concatBackward(dEmbeddings: dEmbeddings.data, stride: length(batch)) }

@@ -19,8 +19,8 @@ struct WorkerCommand: ParsableCommand {
             compute.threads. If the coordinator goes away it keeps retrying and rejoins a resumed job. \
             SIGTERM or SIGINT: it finishes the micro-batch in hand, hands back the rest and leaves.
 
-            The job's paths (model.vision, model.language, data.train) must be readable on this node; \
-            remap them with --set if it mounts them elsewhere. With --config the worker loads the backbone \
+            The job's paths (model.vision, model.language, data.train) must be readable on this node, and \
+            data.feature_cache, if set, writable; remap them with --set if it mounts them elsewhere. With --config the worker loads the backbone \
             before joining, and the coordinator refuses it if those weights differ from the job's.
             """)
 
