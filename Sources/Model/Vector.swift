@@ -67,8 +67,9 @@ public enum Vec {
 
 /// e^x for eight floats at once: Cephes' expf (range reduction by ln 2 in two parts, then a degree-6
 /// polynomial), within 2 ulp of the exact value on [-87.3, 88]. Below that it returns 0 (so -inf gives
-/// 0, which masked softmax relies on); above, +inf; NaN stays NaN. Plain IEEE adds and multiplies with no FMA, so the
-/// result is the same bits on every x86-64 CPU, unlike libm's `expf`, which picks a variant per CPU.
+/// 0, which masked softmax relies on); above, +inf; NaN stays NaN. Plain IEEE adds and multiplies with
+/// no FMA, so the result is the same bits on every x86-64 CPU, unlike libm's `expf`, which picks a
+/// variant per CPU.
 @inline(__always) @usableFromInline func exp8(_ x: V8) -> V8 {
     let hi = V8(repeating: 88), lo = V8(repeating: -87.33654)
     var xc = x
