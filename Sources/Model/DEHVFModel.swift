@@ -101,6 +101,18 @@ public final class DEHVFModel {
         return rows.indices.map { i in choiceIDs.map { logits.data[i * v + Int($0)] } }
     }
 
+    /// Full-vocabulary logits [B, V] at each sample's text position `positions[b]`, dropout off.
+    public func nextTokenLogits(_ batch: TrainingBatch, params: ParameterSet, positions: [Int]) throws -> Tensor {
+        guard positions.count == batch.batch, positions.allSatisfy({ $0 >= 0 && $0 < batch.tokens }) else {
+            throw ModelError(.badInput, "positions \(positions) for \(batch.batch) samples of \(batch.tokens) tokens")
+        }
+        fuser.params = params
+        let t = length(batch), shift = concat ? config.visualTokens : 0
+        let ws = workspace(batch: batch.batch, length: t, training: false)
+        let final = try forward(batch, workspace: ws, dropout: nil)
+        return llama.logits(final, rows: positions.enumerated().map { b, p in b * t + shift + p })
+    }
+
     // MARK: the shared path
 
     private func forward(_ batch: TrainingBatch, workspace ws: LlamaWorkspace, dropout: DropoutMask?) throws -> Tensor {
