@@ -80,4 +80,41 @@ struct PrepareScriptTests {
         let decoded = try JSONSerialization.jsonObject(with: Data(refs[0].utf8)) as? [String]
         #expect(decoded == ["A man riding a bike.", "A cyclist on a road.", "A person on a bicycle."])
     }
+
+    @Test("caption_metrics.py: captions equal to their only reference score CIDEr-D 10 and BLEU-4 1; a wrong one scores less")
+    func captionMetrics() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        let py = try python3()
+        // Generated ids from the fixture tokenizer, as `eval --generate` writes them; then a copy whose
+        // last caption is another image's.
+        let write = try run(py, ["-c", """
+            import json, sys
+            from tokenizers import Tokenizer
+            tok = Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
+            caps = ["a red bus on a wet street", "two dogs play in the snow", "a plate of green food", "an old clock tower"]
+            with open(sys.argv[2], "w") as f:
+                for i, c in enumerate(caps):
+                    f.write(json.dumps({"index": i, "generated": tok.encode(c).ids, "references": [c.capitalize() + "."]}) + "\\n")
+            """, Self.fixtures + "/tokenizer", dir.file("exact.jsonl")])
+        #expect(write.status == 0, "\(write.stderr)")
+        let wrong = try run(py, ["-c", """
+            import json, sys
+            lines = [json.loads(l) for l in open(sys.argv[1])]
+            lines[3]["generated"] = lines[0]["generated"]
+            open(sys.argv[2], "w").write("".join(json.dumps(l) + "\\n" for l in lines))
+            """, dir.file("exact.jsonl"), dir.file("wrong.jsonl")])
+        #expect(wrong.status == 0, "\(wrong.stderr)")
+        func score(_ file: String) throws -> [String: Any] {
+            let r = try run(py, [packageRoot + "/Scripts/caption_metrics.py", dir.file(file), "--tokenizer", Self.fixtures + "/tokenizer",
+                                 "--json", dir.file(file + ".out")])
+            #expect(r.status == 0, "\(r.stderr)")
+            return try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file(file + ".out")))) as? [String: Any] ?? [:]
+        }
+        let exact = try score("exact.jsonl"), worse = try score("wrong.jsonl")
+        let cider = exact["cider_d"] as? Double ?? 0, bleu = (exact["bleu"] as? [Double])?.last ?? (exact["bleu_4"] as? Double ?? 0)
+        #expect(abs(cider - 10) < 1e-6, "\(exact)")
+        #expect(abs(bleu - 1) < 1e-6, "\(exact)")
+        #expect((worse["cider_d"] as? Double ?? 10) < cider - 1, "\(worse)")
+    }
 }
