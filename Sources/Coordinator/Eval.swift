@@ -71,8 +71,10 @@ extension Eval {
             let captions = try engine.generate(dataset, indices: indices, params: state.params, maxNewTokens: maxNewTokens, eos: eos)
             for (i, ids) in zip(indices, captions) {
                 var line: [String: Any] = ["index": i, "generated": ids.map(Int.init)]
-                if let references, let data = references[i].data(using: .utf8),
-                   let list = try? JSONSerialization.jsonObject(with: data) {
+                if let references {
+                    guard let list = try? JSONSerialization.jsonObject(with: Data(references[i].utf8)) as? [String] else {
+                        throw UserError("references of row \(i) in \(dataset.path) are not a JSON list of strings: \(references[i].prefix(80))")
+                    }
                     line["references"] = list
                 }
                 out.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
