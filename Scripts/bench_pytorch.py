@@ -15,6 +15,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 
 # On a shared machine OpenMP's default spin-wait makes PyTorch 3-5x slower whenever another process
@@ -26,17 +27,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
+from dehvf_reference import default_vision_layers  # noqa: E402
+
 SHAPES = {"bench": dict(image=64, text=96), "paper-shape": dict(image=128, text=128)}
 B, LABELS, RANK = 8, 16, 128
 MODES = ["dehvf", "memvp", "concat"]
-
-
-def default_vision_layers(lv):
-    out = []
-    for j in (lv // 4, lv // 2, 3 * lv // 4, lv - 1):
-        if j not in out:
-            out.append(j)
-    return out
 
 
 def build(shape):

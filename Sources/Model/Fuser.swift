@@ -214,7 +214,6 @@ public final class Fuser: FFNInjection {
         guard config.fusion != .concat else { return }
         let bm = batch * M, tm = tokens * M, inj = config.injectionScale, fs = config.featureScale
         memory(layer: l)
-        ws.dProj.zero()
         let gk = g("prompt.key_pos"), gv = g("prompt.value_pos")
         // One sample per item: dK into proj (free again after memory()), dV into dProj, its rows of dX.
         BLAS.parallel(batch, maxLanes: ws.lanes) { b, lane in

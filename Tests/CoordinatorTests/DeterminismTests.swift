@@ -15,13 +15,20 @@ struct DeterminismTests {
         try Demo.expectSame(dir, steps: Self.steps, as: Self.reference, what)
     }
 
+    /// Trains the demo job in `dir` with `workers` local workers to the end; returns the coordinator's output.
+    func trainLocal(_ dir: URL, workers: Int, extra: String = "", dataExtra: String = "") throws -> String {
+        let job = try Demo.job(in: dir, launcher: "local", workers: workers, port: Demo.port(), steps: Self.steps,
+                               extra: extra, dataExtra: dataExtra)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        #expect(try c.wait() == 0, "\(c.output)")
+        return c.output
+    }
+
     @Test("1, 2 and 3 local workers give the in-process parameters", arguments: [1, 2, 3])
     func workers(count: Int) throws {
         let dir = try Demo.scratch("local\(count)")
-        let job = try Demo.job(in: dir, launcher: "local", workers: count, port: Demo.port(), steps: Self.steps)
-        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
-        #expect(try c.wait() == 0, "\(c.output)")
-        #expect(c.output.contains("joined; \(count) live"), "\(c.output)")
+        let output = try trainLocal(dir, workers: count)
+        #expect(output.contains("joined; \(count) live"), "\(output)")
         try expectReference(dir, "\(count) workers")
     }
 
@@ -30,9 +37,7 @@ struct DeterminismTests {
         let threads = "compute:\n  threads: 2"
         let reference = Result { try Demo.reference(steps: Self.steps, extra: threads, name: "reference-threads2") }
         let dir = try Demo.scratch("threads2")
-        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: Self.steps, extra: threads)
-        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
-        #expect(try c.wait() == 0, "\(c.output)")
+        _ = try trainLocal(dir, workers: 2, extra: threads)
         try Demo.expectSame(dir, steps: Self.steps, as: reference, "2 workers with 2 compute threads each")
     }
 
@@ -40,10 +45,7 @@ struct DeterminismTests {
     func sharedFeatureCache() throws {
         let dir = try Demo.scratch("featurecache")
         let store = dir.appendingPathComponent("features")
-        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: Self.steps,
-                               dataExtra: "feature_cache: \(store.path)")
-        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
-        #expect(try c.wait() == 0, "\(c.output)")
+        _ = try trainLocal(dir, workers: 2, dataExtra: "feature_cache: \(store.path)")
         try expectReference(dir, "2 workers with a shared feature cache")
         let files = try FileManager.default.subpathsOfDirectory(atPath: store.path).filter { $0.hasSuffix(".f32") }
         #expect(files.count > 0 && files.count <= 512, "\(files.count) feature files for a 512-image dataset")
