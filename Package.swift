@@ -1,7 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One package, three C libraries reached only through thin system-library shims (see DESIGN.md §2).
+// One package; the targets depend downward only (DESIGN.md §2):
+//   Coordinator, Worker, Bench -> Training, Transport -> Cluster, Shard -> Model
+// C is reached only through the three system-library shims, each imported by one target.
 let package = Package(
     name: "dehvf",
     platforms: [.macOS(.v14)],
@@ -12,6 +14,8 @@ let package = Package(
         .library(name: "Model", targets: ["Model"]),
         .library(name: "Shard", targets: ["Shard"]),
         .library(name: "Cluster", targets: ["Cluster"]),
+        .library(name: "Transport", targets: ["Transport"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,54 +24,50 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CZeroMQ", pkgConfig: "libzmq",
-            providers: [.apt(["libzmq3-dev"])]),
-        .systemLibrary(
-            name: "CHDF5", pkgConfig: "hdf5",
-            providers: [.apt(["libhdf5-dev"])]),
-        .systemLibrary(
-            name: "COpenBLAS", pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
-        .target(
-            name: "Model",
-            dependencies: ["COpenBLAS", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Shard", dependencies: ["CHDF5", "Model"]),
-        .target(
-            name: "Cluster",
-            dependencies: ["CZeroMQ", "Model", "Shard", .product(name: "Yams", package: "Yams"),
-                           .product(name: "Crypto", package: "swift-crypto")]),
+        // Tensors, kernels, safetensors, the two frozen backbones, DEHVF and AdamW.
+        .target(name: "Model", dependencies: ["COpenBLAS", .product(name: "Crypto", package: "swift-crypto")]),
+        // HDF5: datasets, the sampler, checkpoints, the feature store, the demo task.
+        .target(name: "Shard", dependencies: ["CHDF5", "Model", .product(name: "Crypto", package: "swift-crypto")]),
+        // Pure: job config, wire messages and codec, membership, scheduling, coordinator core, exact sum.
+        .target(name: "Cluster", dependencies: [
+            "Model", .product(name: "Yams", package: "Yams"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The only importer of CZeroMQ: sockets, the socket thread, CURVE keys, ZAP.
+        .target(name: "Transport", dependencies: ["CZeroMQ", "Cluster", "Model"]),
+        // The engine, train state, evaluation and generation.
+        .target(name: "Training", dependencies: ["Model", "Shard", "Cluster", .product(name: "Crypto", package: "swift-crypto")]),
 
-        .executableTarget(
-            name: "Coordinator",
-            dependencies: [
-                "Model", "Shard", "Cluster",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]),
-        .executableTarget(
-            name: "Worker",
-            dependencies: [
-                "Model", "Shard", "Cluster",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]),
-        .executableTarget(
-            name: "Bench",
-            dependencies: [
-                "Model", "Shard", "Cluster",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+        .executableTarget(name: "Coordinator", dependencies: [
+            "Model", "Shard", "Cluster", "Transport", "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "Worker", dependencies: [
+            "Model", "Cluster", "Transport", "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "Bench", dependencies: [
+            "Model", "Shard", "Cluster", "Transport", "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
 
-        .executableTarget(
-            name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
-            path: "Tests/Support/CheckpointCrashWriter"),
+        // Test support: shared helpers, and a checkpoint writer the crash tests SIGKILL.
+        .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/Support/TestSupport"),
+        .executableTarget(name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
+                          path: "Tests/Support/CheckpointCrashWriter"),
 
-        .testTarget(name: "ModelTests", dependencies: ["Model"]),
-        .testTarget(name: "ShardTests", dependencies: ["Shard", "Model"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Model", "Shard"]),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Cluster", "Model", "Shard"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
+        .testTarget(name: "ShardTests", dependencies: ["Shard", "Model", "TestSupport"]),
+        // Links without libzmq and libhdf5: the protocol's state machines and codec, tested with no sockets.
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Model", "TestSupport"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Cluster", "Model", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Shard", "Model", "TestSupport"]),
+        // The built commands run as a user runs them: real processes, sockets, files and signals.
+        .testTarget(name: "EndToEndTests", dependencies: ["Cluster", "Transport", "Shard", "Model", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

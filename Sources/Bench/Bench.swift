@@ -30,22 +30,18 @@ struct BenchOptions: ParsableArguments {
     var json: String?
     @Option(help: "Configs to run (comma-separated): bench, paper-shape.")
     var configs = "bench,paper-shape"
-    @Option(help: "Fusion modes for step and infer (comma-separated); ratios need dehvf and concat.")
-    var modes = "dehvf,memvp,concat"
+    @Option(parsing: .upToNextOption, help: "Fusion modes for step and infer, e.g. --modes dehvf concat; ratios need dehvf and concat.")
+    var modes: [FusionMode] = FusionMode.allCases
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
-        for name in modes.split(separator: ",") where FusionMode(rawValue: String(name)) == nil {
-            throw ValidationError("unknown mode '\(name)': use dehvf, memvp or concat")
-        }
         for name in configList where BenchShape.named(name) == nil {
             throw ValidationError("unknown config '\(name)': use bench or paper-shape")
         }
     }
 
-    var modeList: [FusionMode] { modes.split(separator: ",").compactMap { FusionMode(rawValue: String($0)) } }
     var configList: [String] { configs.split(separator: ",").map { String($0) } }
     var shapes: [BenchShape] { configList.compactMap(BenchShape.named) }
 

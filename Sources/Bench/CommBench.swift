@@ -2,6 +2,7 @@ import Cluster
 import Foundation
 import Model
 import Shard
+import Training
 
 /// What a step costs in communication, two ways.
 ///
@@ -41,13 +42,12 @@ enum CommBench {
         for (name, config) in [(BenchShape.bench.name, bench), (LargeShape.name, try LargeShape.fuser())] {
             report.section("comm: \(name), dehvf, \(workers) workers, \(config.parameterCount) trainable parameters")
             let params = config.benchParameters()
-            let named = params.pairs.map { NamedTensor($0.0, $0.1) }
-            let broadcast = Envelope(jobID: 1, step: 7, .params(named))
+            let broadcast = Envelope(jobID: 1, step: 7, .params(params))
             var rng = BenchRNG(11)
             let results = (0..<workers).map { w in
-                Envelope(jobID: 1, step: 7, .result(WorkResult(
-                    microBatch: UInt32(w), lossSum: 12.5 + Double(w), labelCount: 128,
-                    grads: params.pairs.map { NamedTensor($0.0, rng.tensor($0.1.shape, scale: 1e-3)) })))
+                Envelope(jobID: 1, step: 7, .result(WorkResult(microBatch: UInt32(w), gradients: MicroBatchGradients(
+                    lossSum: 12.5 + Double(w), labelCount: 128,
+                    grads: TensorSet(params.map { NamedTensor($0.name, rng.tensor($0.tensor.shape, scale: 1e-3)) })))))
             }
             let paramBytes = WireCodec.encode(broadcast).reduce(0) { $0 + $1.byteCount }
             let resultBytes = WireCodec.encode(results[0]).reduce(0) { $0 + $1.byteCount }
@@ -71,18 +71,15 @@ enum CommBench {
                 for r in received { _ = try WireCodec.decode(r) }
                 _ = try WireCodec.decode(receivedParams)
             }
-            let contributions = results.map { e -> GradientContribution in
-                guard case .result(let r) = e.message else { fatalError("built as results above") }
-                return GradientContribution(r)
+            let records = results.compactMap { e -> MicroBatchGradients? in
+                guard case .result(let r) = e.message else { return nil }
+                return r.gradients
             }
-            let combine = try timeRuns(runs: o.runs, warmup: o.warmup) { _ = try ExactSum.combine(contributions) }
+            let combine = try timeRuns(runs: o.runs, warmup: o.warmup) { _ = try ExactSum.combine(records) }
             let state = TrainState(params: config.benchParameters())
             var optim = JobConfig.Optim()
             optim.steps = 1_000_000
-            // labelCount 1: apply divides the gradient by it in place, and repeated division would drift
-            // into subnormals and time something else.
-            var combined = try ExactSum.combine(contributions)
-            combined.labelCount = 1
+            let combined = try ExactSum.combine(records)
             let adam = try timeRuns(runs: o.runs, warmup: o.warmup) {
                 try state.apply(combined, optim: optim, totalSteps: 1_000_000)
             }
@@ -100,9 +97,9 @@ enum CommBench {
         let params = config.benchParameters()
         func bytes(_ m: Message) -> Int { WireCodec.encode(Envelope(jobID: 1, step: 7, m)).reduce(0) { $0 + $1.byteCount } }
         let work = Work(epoch: 3, microBatch: 2, samples: (0..<Int64(microBatch)).map { $0 * 997 }, dropout: true)
-        let result = WorkResult(microBatch: 2, lossSum: 12.5, labelCount: 128, grads: params.pairs.map { NamedTensor($0.0, $0.1) },
+        let result = WorkResult(microBatch: 2, gradients: MicroBatchGradients(lossSum: 12.5, labelCount: 128, grads: params),
                                 computeSeconds: 1.5)
-        return (bytes(.params(params.pairs.map { NamedTensor($0.0, $0.1) })), bytes(.work(work)), bytes(.result(result)))
+        return (bytes(.params(params)), bytes(.work(work)), bytes(.result(result)))
     }
 }
 
@@ -220,7 +217,7 @@ struct LocalCommBench {
             let d = dir.appendingPathComponent(name)
             try fm.createDirectory(at: d, withIntermediateDirectories: true)
             try made.config.write(to: d.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
-            try SafetensorsWriter.write(made.tensors.map { (name: $0.0, tensor: $0.1) }, to: d.appendingPathComponent("model.safetensors"))
+            try SafetensorsWriter.write(made.tensors, to: d.appendingPathComponent("model.safetensors"))
         }
         let t = shape.textTokens, size = shape.imageSize, pixels = 3 * size * size
         var c = DatasetContents(task: .caption, count: samples, tokens: t, imageHeight: size, imageWidth: size)
@@ -231,7 +228,7 @@ struct LocalCommBench {
             c.lengths[i] = Int32(t)
             for j in 0..<t {
                 let id = Int32(rng.below(shape.language.vocabSize))
-                c.inputIds[i * t + j] = id
+                c.inputIDs[i * t + j] = id
                 if j >= t - shape.labelTokens { c.labels[i * t + j] = id }
             }
         }

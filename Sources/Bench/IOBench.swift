@@ -24,10 +24,10 @@ enum IOBench {
             contents.lengths[i] = Int32(t)
             contents.numChoices![i] = 4
             contents.answerPosition![i] = Int32(t - 17)
-            for j in 0..<t { contents.inputIds[i * t + j] = Int32(rng.below(4096)) }
-            for j in (t - 16)..<t { contents.labels[i * t + j] = contents.inputIds[i * t + j] }
+            for j in 0..<t { contents.inputIDs[i * t + j] = Int32(rng.below(4096)) }
+            for j in (t - 16)..<t { contents.labels[i * t + j] = contents.inputIDs[i * t + j] }
         }
-        contents.choiceTokenIds = [10, 11, 12, 13]
+        contents.choiceTokenIDs = [10, 11, 12, 13]
         let path = (dir as NSString).appendingPathComponent("data.h5")
         try DatasetWriter.write(contents, to: path)
         let file = try DatasetFile(path: path)
@@ -70,7 +70,7 @@ enum IOBench {
         let config = try LargeShape.fuser()
         let params = config.benchParameters()
         let checkpoint = Checkpoint(step: 100, epoch: 1, seed: 0, config: "{}", backbone: "bench",
-                                    params: params.pairs, expAvg: params.copy().pairs, expAvgSq: params.copy().pairs,
+                                    params: params, expAvg: params.copy(), expAvgSq: params.copy(),
                                     lossHistory: [Float](repeating: 1, count: 100))
         let ckDir = (dir as NSString).appendingPathComponent("checkpoints")
         try FileManager.default.createDirectory(atPath: ckDir, withIntermediateDirectories: true)

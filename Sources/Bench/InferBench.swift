@@ -7,16 +7,16 @@ enum InferBench {
         for shape in o.shapes {
             report.section("infer: \(shape.name) (B \(shape.batch), T \(shape.textTokens), M \(shape.vision.numPatches))")
             let w = try Workload(shape)
-            let modes = o.modeList
-            let setups = try modes.map { mode -> (DEHVFModel, ParameterSet, TrainingBatch, Double) in
+            let modes = o.modes
+            let setups = try modes.map { mode -> (DEHVFModel, TensorSet, TrainingBatch, Double) in
                 let (model, params) = try w.model(mode)
                 return (model, params, try w.batch(mode), try FlopCount(shape, mode).infer)
             }
             let positions = [Int32](repeating: Int32(shape.textTokens - shape.labelTokens - 1), count: shape.batch)
             let choices: [Int32] = [10, 11, 12, 13]
-            func score(_ s: (DEHVFModel, ParameterSet, TrainingBatch, Double)) throws -> Double {
+            func score(_ s: (DEHVFModel, TensorSet, TrainingBatch, Double)) throws -> Double {
                 let start = now()
-                _ = try s.0.choiceLogits(s.2, params: s.1, answerPositions: positions, choiceIDs: choices)
+                _ = try s.0.choiceLogits(s.2, params: s.1, answerPositions: positions, choiceTokenIDs: choices)
                 return now() - start
             }
             for s in setups { for _ in 0..<o.warmup { _ = try score(s) } }

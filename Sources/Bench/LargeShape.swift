@@ -9,14 +9,14 @@ enum LargeShape {
     static let language = LlamaConfig(hiddenSize: 4096, intermediateSize: 11008, numHiddenLayers: 32,
                                       numAttentionHeads: 32, vocabSize: 32000)
     static func fuser(_ mode: FusionMode = .dehvf) throws -> FuserConfig {
-        try FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 128, visualTokens: 0, featureScale: 0.01,
+        FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 128, visualTokens: 0, featureScale: 0.01,
                         injectionScale: 0.1, dropout: 0.1, vision: vision, language: language)
     }
 }
 
 extension FuserConfig {
     /// Trainable parameters with deterministic non-zero values (initialisation, router perturbed).
-    func benchParameters() -> ParameterSet {
+    func benchParameters() -> TensorSet {
         let p = initialParameters(seed: 4)
         var rng = BenchRNG(9)
         if let w = p["router.weight"] { for i in 0..<w.count { w.data[i] = Float(Int(rng.next() % 2001) - 1000) * 1e-5 } }

@@ -1,5 +1,6 @@
 import Cluster
 import Model
+import Training
 
 /// A full training step on one micro-batch of 8: forward and backward (DEHVFModel.gradients), the exact
 /// sum (ExactSum.combine) and the AdamW update (TrainState.apply), in all three fusion modes, on cached
@@ -21,7 +22,7 @@ enum StepBench {
             report.add("step", config: shape.name, mode: "vit", name: "ViT images/s", unit: "images/s", perImage.rate(1))
             report.add("step", config: shape.name, mode: "vit", name: "ViT GFLOP/s", unit: "GFLOP/s", perImage.rate(vitFlops / 1e9))
 
-            let modes = o.modeList
+            let modes = o.modes
             let setups = try modes.map { mode -> (FusionMode, DEHVFModel, TrainState, TrainingBatch, Double) in
                 let (model, params) = try w.model(mode)
                 return (mode, model, TrainState(params: params), try w.batch(mode), try FlopCount(shape, mode).step)
@@ -32,9 +33,7 @@ enum StepBench {
                 let start = now()
                 let g = try s.1.gradients(s.3, params: s.2.params, dropout: DropoutMask(p: 0.1, seed: 0, step: s.2.step))
                 let mid = now()
-                let c = GradientContribution(lossSum: g.lossSum, labelCount: Int64(g.labelCount),
-                                             grads: g.grads.pairs.map { NamedTensor($0.0, $0.1) })
-                try s.2.apply(try ExactSum.combine([c]), optim: optim, totalSteps: 1_000_000)
+                try s.2.apply(try ExactSum.combine([g]), optim: optim, totalSteps: 1_000_000)
                 let end = now()
                 return (end - start, end - mid)
             }

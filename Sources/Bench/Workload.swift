@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Training
 
 /// The two model shapes every compute suite runs (the issue's `bench` and `paper-shape`): a small
 /// CLIP-ViT (width 256, 6 layers, 8 heads, patch 8) and a small LLaMA (width 512, 8 layers, 8 heads,
@@ -23,22 +24,9 @@ struct BenchShape {
         LlamaConfig(hiddenSize: 512, intermediateSize: 1376, numHiddenLayers: 8, numAttentionHeads: 8, vocabSize: 4096)
     }
     func fuser(_ mode: FusionMode) throws -> FuserConfig {
-        try FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 128, visualTokens: 0, featureScale: 0.01,
+        FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 128, visualTokens: 0, featureScale: 0.01,
                         injectionScale: 0.1, dropout: 0.1, vision: vision, language: language)
     }
-}
-
-/// Tensors held in memory, served by name (the bench never touches disk for its backbones).
-final class MemoryWeights: WeightSource {
-    private var tensors: [String: Tensor]
-    init(_ pairs: [(String, Tensor)]) { tensors = Dictionary(pairs, uniquingKeysWith: { a, _ in a }) }
-    func take(_ name: String, shape: [Int]) throws -> Tensor {
-        guard let t = tensors[name], t.shape == shape else { throw ModelError(.missingTensor, name) }
-        return t
-    }
-    func contains(_ name: String) -> Bool { tensors[name] != nil }
-    var names: [String] { Array(tensors.keys) }
-    func finish(ignoringPrefixes: [String]) throws {}
 }
 
 /// Deterministic bench randomness (Model's SplitMix64).
@@ -68,9 +56,10 @@ final class Workload {
     init(_ shape: BenchShape) throws {
         self.shape = shape
         let v = RandomBackbone.clipVision(shape.vision, seed: 1)
-        vision = try CLIPVisionModel(config: shape.vision, weights: MemoryWeights(v.tensors))
+        vision = try CLIPVisionModel(config: shape.vision,
+                                     weights: try VisionBackboneDirectory.towerWeights(InMemoryWeights(v.tensors)))
         let l = RandomBackbone.llama(shape.language, seed: 2, weightScale: 1)
-        llama = try LlamaModel(config: shape.language, weights: MemoryWeights(l.tensors))
+        llama = try LlamaModel(config: shape.language, weights: InMemoryWeights(l.tensors))
         var rng = BenchRNG(3)
         pixels = rng.tensor([shape.batch, 3, shape.imageSize, shape.imageSize], scale: 1.5)
         let b = shape.batch, t = shape.textTokens
@@ -84,7 +73,7 @@ final class Workload {
     /// The micro-batch's cached candidate features for `mode` (computed on first use).
     func features(_ mode: FusionMode) throws -> [Tensor] {
         if let f = features[mode] { return f }
-        let f = try FeatureCache.candidates(vision: vision, pixels: pixels, config: try shape.fuser(mode))
+        let f = try vision.candidates(pixels: pixels, for: try shape.fuser(mode))
         features[mode] = f
         return f
     }
@@ -99,7 +88,7 @@ final class Workload {
                              features: try features(mode).map { Optional($0) })
     }
 
-    func model(_ mode: FusionMode) throws -> (DEHVFModel, ParameterSet) {
+    func model(_ mode: FusionMode) throws -> (DEHVFModel, TensorSet) {
         let config = try shape.fuser(mode)
         let params = config.initialParameters(seed: 4)
         // Router weights start at zero; perturb them so the routed path does real (non-degenerate) work.

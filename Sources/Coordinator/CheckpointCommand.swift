@@ -15,13 +15,13 @@ struct CheckpointCommand: ParsableCommand {
         @Argument(help: "Checkpoint file, or a checkpoint directory (its 'latest').") var path: String
 
         func run() throws {
-            let c = try loadCheckpoint(path)
+            let c = try Checkpoint.read(fileOrDirectory: path)
             print("checkpoint \(c.source ?? path)")
             print("  step \(c.step), epoch \(c.epoch), seed \(c.seed)")
             print("  backbone \(c.backbone)")
             var total = 0
             print("  parameters:")
-            for (name, t) in c.params {
+            for (name, t) in zip(c.params.names, c.params.tensors) {
                 var sq = 0.0
                 for i in 0..<t.count { sq += Double(t.data[i]) * Double(t.data[i]) }
                 total += t.count
@@ -41,22 +41,5 @@ struct CheckpointCommand: ParsableCommand {
             }
             print("  config: \(c.config)")
         }
-    }
-}
-
-struct Keys: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Make CURVE key pairs for a job: one for the coordinator and one per worker.",
-        discussion: """
-            Writes OUT/coordinator.key (public) and OUT/coordinator.key_secret, and OUT/workers/worker-N.key and
-            worker-N.key_secret. Point security.secret_key at the coordinator's secret and
-            security.allowed_workers at OUT/workers; give each worker its secret and the coordinator's public key.
-            """)
-    @Option(help: "Directory to write.") var out: String = "keys"
-    @Option(help: "Worker key pairs to make.") var workers: Int = 2
-
-    func run() throws {
-        let made = try Curve.generateJobKeys(out: out, workers: workers)
-        Console.say("keys: wrote the coordinator pair and \(made.workers.count) worker pairs under \(out)")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 
 /// `coordinator`: owns a DEHVF fine-tuning job (DESIGN.md §1, §7).
 @main
@@ -27,4 +28,11 @@ struct JobOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: ArgumentHelp(
         "Override a config key, e.g. --set optim.lr=3e-4 (repeatable).", valueName: "dotted.key=value"))
     var overrides: [String] = []
+}
+
+extension JobOptions {
+    /// The job file with its `--set` overrides applied, validated.
+    func load() throws -> JobConfig {
+        try JobConfig.load(file: config, overrides: try overrides.map { try ConfigOverride(parsing: $0) })
+    }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Cluster
 import Foundation
+import Model
 import Shard
+import Training
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,7 +27,7 @@ struct Eval: ParsableCommand {
     var generate: String?
     @Option(help: "Most tokens generated per caption.") var maxNewTokens: Int = 30
     @Option(help: "Token id that ends a caption (default: eos_token_id in the language model's config.json).")
-    var eosId: Int32?
+    var eosTokenID: Int32?
 
     func validate() throws {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
@@ -35,15 +37,15 @@ struct Eval: ParsableCommand {
     func run() throws {
         let config = try job.load()
         let engine = try TrainingEngine(job: config)
-        let ck = try loadCheckpoint(checkpoint)
-        let state = try TrainState(checkpoint: ck, fuser: engine.fuser, backbone: engine.backbone)
-        guard let path = data ?? config.data.eval else {
+        let ck = try Checkpoint.read(fileOrDirectory: checkpoint)
+        let state = try TrainState(checkpoint: ck, fuser: engine.fuser, backbone: engine.fingerprint)
+        guard let path = data ?? config.data.eval?.path else {
             throw UserError("no dataset to score: pass --data FILE.h5 or set data.eval in the job")
         }
         let report = try engine.evaluate(try engine.open(path), params: state.params, batchSize: batchSize) { done, total in
             Console.progress("eval \(done)/\(total)", final: done == total)
         }
-        Console.say(EvalPrinter.describe(report))
+        Console.say(report.summary)
         if let generate { try writeCaptions(to: generate, engine: engine, dataset: try engine.open(path), state: state) }
         if let json {
             let encoder = JSONEncoder()
@@ -58,7 +60,7 @@ extension Eval {
     /// Greedy captions for every row of a caption dataset, as JSON lines.
     func writeCaptions(to path: String, engine: TrainingEngine, dataset: DatasetFile, state: TrainState) throws {
         guard dataset.task == .caption else { throw UserError("--generate needs a caption dataset; \(dataset.path) is \(dataset.task.rawValue)") }
-        let eos = try eosId ?? Self.eosTokenID(languageDir: engine.job.model.language)
+        let eos = eosTokenID ?? engine.backbone.language.config.eosTokenID
         if eos == nil { Console.say("eval: no eos_token_id in the language model's config.json; captions run to --max-new-tokens") }
         let references = try dataset.references()
         guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
@@ -83,48 +85,5 @@ extension Eval {
             Console.progress("generate \(min(start, dataset.count))/\(dataset.count)", final: start >= dataset.count)
         }
         Console.say("eval: wrote \(dataset.count) captions to \(path); score them with Scripts/caption_metrics.py \(path) --tokenizer \(engine.job.model.language)")
-    }
-
-    /// `eos_token_id` of a Hugging Face config.json (an int, or the first of a list).
-    static func eosTokenID(languageDir: String) throws -> Int32? {
-        let url = URL(fileURLWithPath: languageDir).appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: url.path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        if let id = object["eos_token_id"] as? Int { return Int32(id) }
-        if let ids = object["eos_token_id"] as? [Int], let first = ids.first { return Int32(first) }
-        return nil
-    }
-}
-
-/// A checkpoint from a file, or from a directory's `latest`.
-func loadCheckpoint(_ path: String) throws -> Checkpoint {
-    var isDir: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-        guard let c = try Checkpoint.readLatest(dir: path) else { throw UserError("\(path) has no 'latest' checkpoint") }
-        return c
-    }
-    if (path as NSString).lastPathComponent == Checkpoint.latestName {
-        let dir = (path as NSString).deletingLastPathComponent
-        guard let c = try Checkpoint.readLatest(dir: dir.isEmpty ? "." : dir) else { throw UserError("\(path) names no checkpoint") }
-        return c
-    }
-    return try Checkpoint.read(path: path)
-}
-
-enum EvalPrinter {
-    static func describe(_ r: EvalReport) -> String {
-        var lines: [String] = []
-        if let o = r.overall {
-            lines.append(String(format: "accuracy %.2f%% (%d/%d) on %@, mean token loss %.4f", 100 * o.accuracy, o.correct, o.total,
-                                r.dataset, r.loss))
-            var row: [String] = []
-            for (_, names) in EvalReport.categoryNames {
-                for n in names { if let b = r.categories[n] { row.append(String(format: "%@ %.2f%% (%d)", n, 100 * b.accuracy, b.total)) } }
-            }
-            if !row.isEmpty { lines.append("  " + row.joined(separator: "  ")) }
-        } else {
-            lines.append(String(format: "mean token loss %.4f (perplexity %.2f) on %@ (%d samples)", r.loss, exp(r.loss), r.dataset, r.samples))
-        }
-        return lines.joined(separator: "\n")
     }
 }

@@ -3,6 +3,7 @@ import Cluster
 import Foundation
 import Model
 import Shard
+import Training
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,15 +31,13 @@ struct InspectBackbone: ParsableCommand {
     func run() throws {
         BLAS.setThreads(threads)
         let start = Date()
-        let visionDir = try VisionBackboneDirectory.open(URL(fileURLWithPath: vision))
-        let languageDir = try LanguageBackboneDirectory.open(URL(fileURLWithPath: language))
-        let clip = try CLIPVisionModel(config: visionDir.config, weights: visionDir.weights)
-        let llama = try LlamaModel(config: languageDir.config, weights: languageDir.weights)
+        let backbone = try Backbone.open(vision: vision, language: language)
+        let clip = backbone.vision, llama = backbone.language
 
         let file = try HDF5File.open(inputs)
         let pixelsDS = try file.root.openDataset("pixel_values")
         try pixelsDS.require(.float32)
-        let c = visionDir.config
+        let c = clip.config
         try pixelsDS.require(shape: [nil, c.numChannels, c.imageSize, c.imageSize],
                              meaning: "pixel values [B, \(c.numChannels), \(c.imageSize), \(c.imageSize)] for this vision model")
         let pixels = Tensor(zeros: pixelsDS.shape)
@@ -72,8 +71,9 @@ struct InspectBackbone: ParsableCommand {
         let visionStack = stack(visionStates), languageStack = stack(states)
         try DurableFile.write(out) { tmp in
             let o = try HDF5File.create(tmp)
-            try TensorFile.write([("hidden_states", visionStack)], into: try o.root.createGroup("vision"))
-            try TensorFile.write([("hidden_states", languageStack), ("logits", logits)], into: try o.root.createGroup("language"))
+            try TensorFile.write(TensorSet([("hidden_states", visionStack)]), into: try o.root.createGroup("vision"))
+            try TensorFile.write(TensorSet([("hidden_states", languageStack), ("logits", logits)]),
+                                 into: try o.root.createGroup("language"))
             try o.flush()
             try o.close()
         }
@@ -111,7 +111,8 @@ struct InspectGradients: ParsableCommand {
             throw UserError("--samples takes A:B with 0 <= A < B, e.g. 0:8; got '\(samples)'")
         }
         let engine = try TrainingEngine(job: config)
-        let state = try TrainState(checkpoint: try loadCheckpoint(checkpoint), fuser: engine.fuser, backbone: engine.backbone)
+        let state = try TrainState(checkpoint: try Checkpoint.read(fileOrDirectory: checkpoint), fuser: engine.fuser,
+                                   backbone: engine.fingerprint)
         let dataset = try data.map { try engine.open($0) } ?? engine.train
         guard parts[1] <= dataset.count else {
             throw UserError("--samples \(samples) reaches past the \(dataset.count) samples of \(dataset.path)")
@@ -121,7 +122,7 @@ struct InspectGradients: ParsableCommand {
         let count = Float(max(g.labelCount, 1))
         for t in g.grads.tensors { for i in 0..<t.count { t.data[i] /= count } }
         let loss = Tensor(shape: [], values: [Float(g.lossSum / Double(max(g.labelCount, 1)))])
-        try TensorFile.write(to: out, groups: [("grads", g.grads.pairs)], root: [("loss", loss)])
+        try TensorFile.write(to: out, groups: [("grads", g.grads)], root: TensorSet([NamedTensor("loss", loss)]))
         Console.say(String(format: "inspect gradients: loss %.6f over %d label tokens -> %@", loss.data[0], g.labelCount, out))
     }
 }

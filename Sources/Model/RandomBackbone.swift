@@ -5,16 +5,16 @@ import Foundation
 public enum RandomBackbone {
     /// A CLIPVisionModel with transformers' default initialisation (CLIPPreTrainedModel._init_weights,
     /// initializer_factor 1, initializer_range 0.02; linear biases zero; layer norms identity).
-    public static func clipVision(_ c: CLIPVisionConfig, seed: UInt64) -> (config: String, tensors: [(String, Tensor)]) {
+    public static func clipVision(_ c: CLIPVisionConfig, seed: UInt64) -> (config: String, tensors: TensorSet) {
         let d = c.hiddenSize, l = c.numHiddenLayers
         let inStd = 1 / Float(d).squareRoot() / Float(2 * l).squareRoot()
         let outStd = 1 / Float(d).squareRoot(), fcStd = 1 / Float(2 * d).squareRoot()
-        var t: [(String, Tensor)] = []
+        var t: [NamedTensor] = []
         func normal(_ name: String, _ shape: [Int], _ std: Float) {
-            t.append((name, randomNormal(shape, std: std, seed: seed, name: name)))
+            t.append(NamedTensor(name, randomNormal(shape, std: std, seed: seed, name: name)))
         }
         func constant(_ name: String, _ shape: [Int], _ value: Float) {
-            let x = Tensor(zeros: shape); x.fill(value); t.append((name, x))
+            let x = Tensor(zeros: shape); x.fill(value); t.append(NamedTensor(name, x))
         }
         let p = "vision_model."
         normal(p + "embeddings.class_embedding", [d], 1 / Float(d).squareRoot())
@@ -40,16 +40,16 @@ public enum RandomBackbone {
             "patch_size": c.patchSize, "hidden_act": c.hiddenAct, "layer_norm_eps": Double(c.layerNormEps),
             "torch_dtype": "float32",
         ]
-        return (json(config), t)
+        return (json(config), TensorSet(t))
     }
 
     /// A LlamaForCausalLM: every weight matrix normal(0, 0.02) — transformers' init — times `weightScale`
     /// (the demo uses 10: with a random LLM, tiny weights leave the loss stalled near 2.5); norms identity.
-    public static func llama(_ c: LlamaConfig, seed: UInt64, weightScale: Float) -> (config: String, tensors: [(String, Tensor)]) {
+    public static func llama(_ c: LlamaConfig, seed: UInt64, weightScale: Float) -> (config: String, tensors: TensorSet) {
         let d = c.hiddenSize, std = 0.02 * weightScale
-        var t: [(String, Tensor)] = []
-        func normal(_ name: String, _ shape: [Int]) { t.append((name, randomNormal(shape, std: std, seed: seed, name: name))) }
-        func ones(_ name: String, _ shape: [Int]) { let x = Tensor(zeros: shape); x.fill(1); t.append((name, x)) }
+        var t: [NamedTensor] = []
+        func normal(_ name: String, _ shape: [Int]) { t.append(NamedTensor(name, randomNormal(shape, std: std, seed: seed, name: name))) }
+        func ones(_ name: String, _ shape: [Int]) { let x = Tensor(zeros: shape); x.fill(1); t.append(NamedTensor(name, x)) }
         normal("model.embed_tokens.weight", [c.vocabSize, d])
         for i in 0..<c.numHiddenLayers {
             let q = "model.layers.\(i)."
@@ -74,7 +74,7 @@ public enum RandomBackbone {
             "max_position_embeddings": 2048, "attention_bias": false, "mlp_bias": false,
             "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32",
         ]
-        return (json(config), t)
+        return (json(config), TensorSet(t))
     }
 
     static func randomNormal(_ shape: [Int], std: Float, seed: UInt64, name: String) -> Tensor {

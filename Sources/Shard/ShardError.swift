@@ -1,3 +1,5 @@
+import Foundation
+
 /// An error from the data and checkpoint layer: which file and dataset, what was expected, what was
 /// found, HDF5's own explanation when it had one, and what to do next.
 public struct ShardError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -38,9 +40,11 @@ public struct ShardError: Error, CustomStringConvertible, Sendable, Equatable {
     public var found: String?
     /// HDF5's error stack at the failing call, innermost last; nil when HDF5 was not involved.
     public var hdf5Stack: String?
+    /// The error underneath (the file system's), if any.
+    public var cause: (any Error)?
 
     public init(_ code: Code, _ message: String, path: String? = nil, object: String? = nil,
-                expected: String? = nil, found: String? = nil, hdf5Stack: String? = nil) {
+                expected: String? = nil, found: String? = nil, hdf5Stack: String? = nil, cause: (any Error)? = nil) {
         self.code = code
         self.message = message
         self.path = path
@@ -48,6 +52,13 @@ public struct ShardError: Error, CustomStringConvertible, Sendable, Equatable {
         self.expected = expected
         self.found = found
         self.hdf5Stack = hdf5Stack
+        self.cause = cause
+    }
+
+    /// Equal when everything but the cause is.
+    public static func == (a: ShardError, b: ShardError) -> Bool {
+        a.code == b.code && a.message == b.message && a.path == b.path && a.object == b.object
+            && a.expected == b.expected && a.found == b.found && a.hdf5Stack == b.hdf5Stack
     }
 
     public var description: String {
@@ -58,6 +69,7 @@ public struct ShardError: Error, CustomStringConvertible, Sendable, Equatable {
         if let expected { s += "; expected \(expected)" }
         if let found { s += ", found \(found)" }
         if let hdf5Stack, !hdf5Stack.isEmpty { s += " (HDF5: \(hdf5Stack))" }
+        if let cause { s += " (\((cause as NSError).localizedDescription))" }
         return s
     }
 }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Cluster
 import Foundation
-import Model
-import Shard
+import Training
+import Transport
 
 /// `worker`: joins a coordinator, holds the frozen backbone (memory-mapped) and computes micro-batches.
 @main
@@ -54,7 +54,7 @@ struct WorkerCommand: ParsableCommand {
         var engine: TrainingEngine?
         if let config {
             engine = try TrainingEngine(job: try JobConfig.load(file: config, overrides: parsed))
-            say("loaded the backbone (\(engine!.backbone.prefix(60))...)")
+            say("loaded the backbone (\(engine!.fingerprint.prefix(60))...)")
         }
         let loop = WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
                               heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)

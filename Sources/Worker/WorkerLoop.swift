@@ -1,10 +1,12 @@
 import Cluster
 import Foundation
 import Model
-import Shard
+import Training
+import Transport
 
-/// The worker's shell: one thread runs the connection state machine, the socket events and the timers;
-/// a compute thread runs one micro-batch at a time, so heartbeats go on during long ones.
+/// The worker's shell: one thread runs the connection state machine, sleeping until a socket event, a
+/// finished micro-batch, a signal or the machine's next deadline; a compute thread runs one micro-batch at
+/// a time, so heartbeats go on during long ones.
 final class WorkerLoop {
     enum Event {
         case socket(SocketThread.Event)
@@ -24,7 +26,7 @@ final class WorkerLoop {
     var socket: SocketThread?
     var conn: WorkerConnection
     /// The parameters of `paramsStep`, as last sent by the coordinator.
-    var params: ParameterSet?
+    var params: TensorSet?
     var paramsStep: UInt64 = .max
     var busy: UInt32?
     /// Set by SIGTERM/SIGINT: finish the micro-batch in hand, hand back any others, say Bye.
@@ -42,7 +44,7 @@ final class WorkerLoop {
         self.heartbeatMs = heartbeatMs
         self.timeoutMs = timeoutMs
         context = try! ZMQContext()
-        conn = WorkerLoop.connection(name: name, backbone: engine?.backbone ?? "", threads: engine?.job.compute.threads ?? 0,
+        conn = WorkerLoop.connection(name: name, backbone: engine?.fingerprint ?? "", threads: engine?.job.compute.threads ?? 0,
                                      heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
     }
 
@@ -53,7 +55,8 @@ final class WorkerLoop {
 
     /// Runs until the job ends (0), the coordinator refuses this worker (2), or a signal asks to leave (0).
     func run() throws -> Int32 {
-        Interruption.install { [queue] sig in queue.post(.signal(sig)) }
+        Interruption.install()
+        Interruption.observe { [queue] sig in queue.post(.signal(sig)) }
         say("joining \(endpoint) as \(name)")
         if let code = try execute(conn.start(now: monotonicMillis())) { return code }
         while true {
@@ -63,7 +66,7 @@ final class WorkerLoop {
                 say("left the job; computed \(computed) micro-batches")
                 return 0
             }
-            for event in queue.wait(timeoutMs: heartbeatMs / 2) {
+            for event in queue.wait(until: conn.nextDeadline) {
                 switch event {
                 case .socket(.message(_, let frames)):
                     let envelope: Envelope
@@ -85,14 +88,15 @@ final class WorkerLoop {
                     case .success(let r):
                         computed += 1
                         socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
-                    case .failure(let error): say("micro-batch failed: \(error)")   // the coordinator reassigns it
+                    case .failure(let error): say("micro-batch failed: \(error)")
                     }
                 case .signal(let sig):
                     say("signal \(sig): finishing the current micro-batch, then leaving")
                     leaving = true
                 }
             }
-            if let code = try execute(conn.tick(now: monotonicMillis())) { return code }
+            let now = monotonicMillis()
+            if let due = conn.nextDeadline, now >= due, let code = try execute(conn.tick(now: now)) { return code }
         }
     }
 
@@ -119,7 +123,8 @@ final class WorkerLoop {
             case .stop(let reason):
                 say("\(reason); computed \(computed) micro-batches")
                 socket?.stop()
-                return reason.contains("refused") ? 2 : 0
+                if case .refused = reason { return 2 }
+                return 0
             }
         }
         return nil
@@ -135,7 +140,7 @@ final class WorkerLoop {
         }
         if welcome.params.isEmpty {
             // The answer to a probe: say Hello again, now with the fingerprint of what we hold.
-            conn = Self.connection(name: name, backbone: engine!.backbone, threads: job.compute.threads,
+            conn = Self.connection(name: name, backbone: engine!.fingerprint, threads: job.compute.threads,
                                    heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
             let again = conn.start(now: monotonicMillis())
             for d in again {
@@ -144,7 +149,7 @@ final class WorkerLoop {
             }
             return
         }
-        params = try engine!.fuser.parameters(from: welcome.params.map { ($0.name, $0.tensor) }, what: "the coordinator's parameters")
+        params = try engine!.fuser.parameters(from: welcome.params, what: "the coordinator's parameters")
         paramsStep = step
         say("joined at step \(step)")
     }
@@ -154,7 +159,7 @@ final class WorkerLoop {
         case .params(let p):
             guard let engine else { return }
             do {
-                params = try engine.fuser.parameters(from: p.map { ($0.name, $0.tensor) }, what: "the coordinator's parameters")
+                params = try engine.fuser.parameters(from: p, what: "the coordinator's parameters")
                 paramsStep = e.step
             } catch { say("bad parameters for step \(e.step): \(error)") }
         case .work(let w):
@@ -172,9 +177,7 @@ final class WorkerLoop {
                 let result = Result {
                     let start = monotonicMillis()
                     let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(step), dropout: w.dropout)
-                    return WorkResult(microBatch: w.microBatch, lossSum: g.lossSum, labelCount: Int64(g.labelCount),
-                                      grads: g.grads.pairs.map { NamedTensor($0.0, $0.1) },
-                                      computeSeconds: Double(monotonicMillis() - start) / 1000)
+                    return WorkResult(microBatch: w.microBatch, gradients: g, computeSeconds: Double(monotonicMillis() - start) / 1000)
                 }
                 queue.post(.computed(step: step, jobID: job, result: result))
             }

@@ -1,12 +1,13 @@
 import Cluster
 import Model
+import TestSupport
 import Testing
 
 @Suite("Coordinator core (admission + membership + scheduling)")
 struct CoordinatorCoreTests {
     let a = WorkerID("a"), b = WorkerID("b"), x = WorkerID("x")
-    let p0 = [NamedTensor("p", Tensor(shape: [1], values: [0]))]
-    let p1 = [NamedTensor("p", Tensor(shape: [1], values: [1]))]
+    let p0 = TensorSet([NamedTensor("p", Tensor(shape: [1], values: [0]))])
+    let p1 = TensorSet([NamedTensor("p", Tensor(shape: [1], values: [1]))])
 
     func core() -> CoordinatorCore {
         CoordinatorCore(jobID: 3, configJSON: "{}", backbone: "fp", step: 0, params: p0, heartbeatMs: 100, timeoutMs: 300)
@@ -30,7 +31,7 @@ struct CoordinatorCoreTests {
         #expect(sent(c.undecodable(.unsupportedVersion(9), from: x), to: x) == [.refuse])
         #expect(sent(c.undecodable(.truncated("meta"), from: x), to: x).isEmpty)
         // A non-member's result is not trusted.
-        let r = Envelope(jobID: 3, step: 0, .result(WorkResult(microBatch: 0, lossSum: 0, labelCount: 0, grads: [])))
+        let r = Envelope(jobID: 3, step: 0, .result(WorkResult(microBatch: 0, gradients: MicroBatchGradients(lossSum: 0, labelCount: 0, grads: TensorSet()))))
         #expect(c.received(r, from: x, now: 1).allSatisfy { if case .log = $0 { true } else { false } })
     }
 
@@ -43,7 +44,7 @@ struct CoordinatorCoreTests {
         #expect(sent(start, to: a) == [.params, .work] && sent(start, to: b) == [.params, .work])
         // b goes silent; a keeps heartbeating and finishes micro-batch 0.
         _ = c.received(Envelope(jobID: 3, step: 1, .heartbeat), from: a, now: 200)
-        let r0 = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 0, lossSum: 1, labelCount: 1, grads: p1))), from: a, now: 250)
+        let r0 = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 0, gradients: MicroBatchGradients(lossSum: 1, labelCount: 1, grads: p1)))), from: a, now: 250)
         #expect(sent(r0, to: a) == [.work])  // micro-batch 2
         let t = c.tick(now: 400)
         #expect(t.contains(.workerDied(b, name: "b")))
@@ -51,9 +52,9 @@ struct CoordinatorCoreTests {
         // A new worker joins mid-step: welcomed with the current params and given b's micro-batch.
         let j = c.received(hello("x"), from: x, now: 410)
         #expect(sent(j, to: x) == [.welcome, .work])
-        _ = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 2, lossSum: 1, labelCount: 1, grads: p1))), from: a, now: 420)
-        let done = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 1, lossSum: 1, labelCount: 1, grads: p1))), from: x, now: 430)
-        #expect(done.contains(.stepComplete(step: 1)))
+        _ = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 2, gradients: MicroBatchGradients(lossSum: 1, labelCount: 1, grads: p1)))), from: a, now: 420)
+        let done = c.received(Envelope(jobID: 3, step: 1, .result(WorkResult(microBatch: 1, gradients: MicroBatchGradients(lossSum: 1, labelCount: 1, grads: p1)))), from: x, now: 430)
+        #expect(done.completes(1))
         #expect(c.scheduler?.results.map(\.microBatch) == [0, 1, 2])
     }
 

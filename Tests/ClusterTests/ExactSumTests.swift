@@ -1,23 +1,24 @@
 import Cluster
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 @Suite("Exact gradient sum")
 struct ExactSumTests {
-    func contributions(_ n: Int, seed: UInt64, shape: [Int] = [3, 17]) -> [GradientContribution] {
-        var rng = SplitMix64(seed: seed)
+    func contributions(_ n: Int, seed: UInt64, shape: [Int] = [3, 17]) -> [MicroBatchGradients] {
+        var rng = TestRNG(seed)
         return (0..<n).map { i in
             // Magnitudes spread over many binades so float addition order would matter.
-            let g = tensor(shape, &rng)
+            let g = rng.tensor(shape)
             for j in 0..<g.count { g.data[j] *= Float(sign: .plus, exponent: Int.random(in: -20...20, using: &rng), significand: 1) }
-            let b = tensor([5], &rng, scale: 1e-3)
-            return GradientContribution(lossSum: Double.random(in: 0...100, using: &rng) * pow(10, Double(i % 5)),
-                                        labelCount: Int64(i + 1), grads: [NamedTensor("w", g), NamedTensor("b", b)])
+            let b = rng.tensor([5], 1e-3)
+            return MicroBatchGradients(lossSum: Double.random(in: 0...100, using: &rng) * pow(10, Double(i % 5)),
+                                        labelCount: Int64(i + 1), grads: TensorSet([NamedTensor("w", g), NamedTensor("b", b)]))
         }
     }
 
-    func signature(_ c: GradientContribution) -> [UInt64] {
+    func signature(_ c: MicroBatchGradients) -> [UInt64] {
         [c.lossSum.bitPattern, UInt64(c.labelCount)] + c.grads.flatMap { bits($0.tensor).map(UInt64.init) }
     }
 
@@ -25,7 +26,7 @@ struct ExactSumTests {
     func permutationInvariant(n: Int) throws {
         let cs = contributions(n, seed: UInt64(n))
         let reference = signature(try ExactSum.combine(cs))
-        var rng = SplitMix64(seed: 99)
+        var rng = TestRNG(99)
         for _ in 0..<50 {
             #expect(signature(try ExactSum.combine(cs.shuffled(using: &rng))) == reference)
         }
@@ -88,9 +89,9 @@ struct ExactSumTests {
 
     @Test("mismatched contributions are errors naming the tensor")
     func mismatches() {
-        let a = GradientContribution(lossSum: 1, labelCount: 1, grads: [NamedTensor("w", Tensor(zeros: [2]))])
-        let b = GradientContribution(lossSum: 1, labelCount: 1, grads: [NamedTensor("w", Tensor(zeros: [3]))])
-        let c = GradientContribution(lossSum: 1, labelCount: 1, grads: [NamedTensor("v", Tensor(zeros: [2]))])
+        let a = MicroBatchGradients(lossSum: 1, labelCount: 1, grads: TensorSet([NamedTensor("w", Tensor(zeros: [2]))]))
+        let b = MicroBatchGradients(lossSum: 1, labelCount: 1, grads: TensorSet([NamedTensor("w", Tensor(zeros: [3]))]))
+        let c = MicroBatchGradients(lossSum: 1, labelCount: 1, grads: TensorSet([NamedTensor("v", Tensor(zeros: [2]))]))
         #expect { try ExactSum.combine([a, b]) } throws: { "\($0)".contains("w") }
         #expect { try ExactSum.combine([a, c]) } throws: { "\($0)".contains("w") }
         #expect(throws: ExactSumError.self) { try ExactSum.combine([]) }

@@ -1,5 +1,6 @@
 import Cluster
 import Foundation
+import TestSupport
 import Testing
 
 @Suite("Job config")
@@ -30,15 +31,15 @@ struct JobConfigTests {
         let c = try parse(Self.minimal)
         #expect(c.model.vision == "/jobs/a/v")
         #expect(c.model.language == "/jobs/a/l")
-        #expect(c.model.fusion == "dehvf" && c.model.visionLayers == nil && c.model.projectorRank == 128)
+        #expect(c.model.fusion == .dehvf && c.model.visionLayers == nil && c.model.projectorRank == 128)
         #expect(c.model.visualTokens == 0 && c.model.featureScale == 0.01 && c.model.injectionScale == 0.1 && c.model.dropout == 0.1)
         #expect(c.data.train == "/jobs/a/t.h5" && c.data.eval == nil)
         #expect(c.data.globalBatch == 32 && c.data.microBatch == 4 && c.data.seed == 0)
         #expect(c.optim.lr == 1e-3 && c.optim.betas == [0.9, 0.95] && c.optim.eps == 1e-8)
-        #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.steps == 300 && c.optim.epochs == nil)
+        #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.totalSteps(stepsPerEpoch: 7) == 300 && c.optim.epochs == nil)
         #expect(c.compute.threads == 1)
         #expect(c.checkpoint.every == 50 && c.checkpoint.keep == 3 && c.checkpoint.dir == "/jobs/a/runs")
-        #expect(c.cluster.launcher == "local" && c.cluster.workers == 2 && c.cluster.bind == "tcp://127.0.0.1:5555")
+        #expect(c.cluster.launcher == .local && c.cluster.workers == 2 && c.cluster.bind == "tcp://127.0.0.1:5555")
         #expect(c.cluster.heartbeatMs == 500 && c.cluster.timeoutMs == 5000)
         #expect(c.security.curve == false)
         #expect(c.security.secretKey == "/jobs/a/keys/coordinator.key_secret")
@@ -50,12 +51,12 @@ struct JobConfigTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let file = root.appendingPathComponent("clusters/local.yaml").path
         let c = try JobConfig.load(file: file)
-        #expect(c.model.vision == root.appendingPathComponent("data/demo/vision").path)
-        #expect(c.data.eval == root.appendingPathComponent("data/demo/test.h5").path)
-        #expect(c.checkpoint.dir == root.appendingPathComponent("runs/demo").path)
+        #expect(c.model.vision.path == root.appendingPathComponent("data/demo/vision").path)
+        #expect(c.data.eval?.path == root.appendingPathComponent("data/demo/test.h5").path)
+        #expect(c.checkpoint.dir.path == root.appendingPathComponent("runs/demo").path)
         #expect(c.model.featureScale == 0.1 && c.model.injectionScale == 3.0)
         #expect(c.data.microBatch == 8 && c.optim.lr == 5e-3 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
-        #expect(c.checkpoint.every == 500 && c.cluster.launcher == "local")
+        #expect(c.checkpoint.every == 500 && c.cluster.launcher == .local)
     }
 
     @Test("unknown keys are errors naming the dotted path and the closest known key")
@@ -96,9 +97,9 @@ struct JobConfigTests {
                                          "data.eval=e.h5", "optim.epochs=2", "optim.steps=~"])
         #expect(c.optim.lr == 3e-4)
         #expect(c.model.visionLayers == [0, 2])
-        #expect(c.cluster.launcher == "inprocess")
+        #expect(c.cluster.launcher == .inprocess)
         #expect(c.optim.epochs == 2 && c.optim.steps == nil)
-        #expect(c.data.eval == URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("e.h5").standardizedFileURL.path)
+        #expect(c.data.eval?.path == URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("e.h5").standardizedFileURL.path)
         #expect(problems(Self.minimal, ["optim.lrr=1"]).contains { $0.key == "optim.lrr" && $0.code == .unknownKey })
         #expect(throws: ConfigError.self) { try ConfigOverride(parsing: "optim.lr") }
         #expect(throws: ConfigError.self) { try ConfigOverride(parsing: "optim..lr=1") }

@@ -1,11 +1,12 @@
 import Cluster
 import Model
+import TestSupport
 import Testing
 
 @Suite("Step scheduler state machine")
 struct StepSchedulerTests {
     let a = WorkerID("a"), b = WorkerID("b"), c = WorkerID("c")
-    let params = [NamedTensor("p", Tensor(shape: [1], values: [1]))]
+    let params = TensorSet([NamedTensor("p", Tensor(shape: [1], values: [1]))])
 
     func scheduler(k: Int = 4, backup: Millis = 1000) -> StepScheduler {
         StepScheduler(jobID: 7, step: 5, epoch: 0, microBatches: (0..<k).map { [Int64($0 * 10), Int64($0 * 10 + 1)] },
@@ -13,7 +14,7 @@ struct StepSchedulerTests {
     }
 
     func result(_ mb: UInt32, job: UInt64 = 7, step: UInt64 = 5) -> Envelope {
-        Envelope(jobID: job, step: step, .result(WorkResult(microBatch: mb, lossSum: Double(mb), labelCount: 1, grads: [])))
+        Envelope(jobID: job, step: step, .result(WorkResult(microBatch: mb, gradients: MicroBatchGradients(lossSum: Double(mb), labelCount: 1, grads: TensorSet()))))
     }
 
     /// (worker, micro-batch) of every Work directive.
@@ -40,10 +41,10 @@ struct StepSchedulerTests {
         #expect(!s.isComplete)
         _ = s.received(result(2), from: a, now: 12)
         let end = s.received(result(3), from: b, now: 13)
-        #expect(end.contains(.stepComplete(step: 5)))
+        #expect(end.completes(5))
         #expect(s.isComplete)
         #expect(s.results.map(\.microBatch) == [0, 1, 2, 3])
-        #expect(!s.received(result(3), from: b, now: 14).contains(.stepComplete(step: 5)))
+        #expect(!s.received(result(3), from: b, now: 14).completes(5))
     }
 
     @Test("stale step, other job and out-of-range results are dropped with a log; duplicates ignored")
@@ -71,7 +72,7 @@ struct StepSchedulerTests {
         #expect(work(d).isEmpty)  // a is busy: 1 waits in the queue
         #expect(s.pending == [1])
         #expect(work(s.received(result(2), from: a, now: 7)).map(\.1) == [1])
-        #expect(s.received(result(1), from: a, now: 8).contains(.stepComplete(step: 5)))
+        #expect(s.received(result(1), from: a, now: 8).completes(5))
     }
 
     @Test("a worker joining mid-step gets the params and work")
@@ -105,10 +106,10 @@ struct StepSchedulerTests {
         #expect(work(d).map { $0.0 } == [a] && work(d).map(\.1) == [1])
         #expect(work(s.tick(now: 500)).isEmpty)  // never a third copy
         let win = s.received(result(1), from: a, now: 120)
-        #expect(win.contains(.stepComplete(step: 5)))
+        #expect(win.completes(5))
         let late = s.received(result(1), from: b, now: 900)
-        #expect(!late.contains(.stepComplete(step: 5)) && s.results.count == 2)
-        #expect(s.results[1].lossSum == 1)
+        #expect(!late.completes(5) && s.results.count == 2)
+        #expect(s.results[1].gradients.lossSum == 1)
     }
 
     @Test("losing one copy of a backed-up batch does not requeue it")
@@ -119,13 +120,13 @@ struct StepSchedulerTests {
         _ = s.tick(now: 200)  // a backs up 1
         #expect(s.workerGone(b, now: 201).isEmpty)
         #expect(s.pending.isEmpty)
-        #expect(s.received(result(1), from: a, now: 250).contains(.stepComplete(step: 5)))
+        #expect(s.received(result(1), from: a, now: 250).completes(5))
     }
 
     @Test("an empty step completes at once; a step with no workers waits")
     func edges() {
         var e = scheduler(k: 0)
-        #expect(e.start(workers: [a], haveParams: [], now: 0).contains(.stepComplete(step: 5)))
+        #expect(e.start(workers: [a], haveParams: [], now: 0).completes(5))
         var s = scheduler(k: 1)
         #expect(work(s.start(workers: [], haveParams: [], now: 0)).isEmpty)
         #expect(work(s.workerJoined(a, now: 1)).map(\.1) == [0])

@@ -1,13 +1,14 @@
 import Cluster
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 @Suite("Wire codec")
 struct WireCodecTests {
     static func samples() -> [Envelope] {
-        var rng = SplitMix64(seed: 7)
-        let p = [NamedTensor("router.weight", tensor([2, 3, 4], &rng)), NamedTensor("router.bias", tensor([2, 3], &rng)),
+        var rng = TestRNG(7)
+        let p: TensorSet = [NamedTensor("router.weight", rng.tensor([2, 3, 4])), NamedTensor("router.bias", rng.tensor([2, 3])),
                  NamedTensor("empty", Tensor(zeros: [0, 5])), NamedTensor("scalar", Tensor(zeros: []))]
         return [
             Envelope(jobID: 0, step: 0, .hello(Hello(workerName: "w-1 ✓", backbone: "sha256:abc", computeThreads: 2))),
@@ -16,7 +17,7 @@ struct WireCodecTests {
             Envelope(jobID: 42, step: 3, .heartbeat),
             Envelope(jobID: 42, step: 9, .work(Work(epoch: 1, microBatch: 3, samples: [5, 9, -1, Int64.max], dropout: true))),
             Envelope(jobID: 42, step: 9, .params(p)),
-            Envelope(jobID: .max, step: .max, .result(WorkResult(microBatch: 7, lossSum: -.nan, labelCount: 123, grads: Array(p.prefix(2))))),
+            Envelope(jobID: .max, step: .max, .result(WorkResult(microBatch: 7, gradients: MicroBatchGradients(lossSum: -.nan, labelCount: 123, grads: TensorSet(Array(p.prefix(2))))))),
             Envelope(jobID: 42, step: 9, .bye(unfinished: [1, 2])),
             Envelope(jobID: 42, step: 9, .stop),
         ]
@@ -150,7 +151,7 @@ struct WireCodecTests {
 
     @Test("fuzz: random frames never crash the decoder")
     func fuzzRandom() {
-        var rng = SplitMix64(seed: 1234)
+        var rng = TestRNG(1234)
         let valid = Self.samples().map { Self.bytes($0) }
         for i in 0..<20_000 {
             var frames: [[UInt8]] = []

@@ -1,6 +1,7 @@
-import Testing
-import Model
 import Foundation
+import Model
+import TestSupport
+import Testing
 
 /// Scalar-loop attention in double: the reference for the GEMM version.
 func naiveAttention(_ s: AttentionShape, q: [Float], k: [Float], v: [Float], mask: [Float]?) -> [Float] {

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// Opening model directories: config detection, prefix detection, and each error a user can cause.
@@ -11,7 +12,7 @@ struct BackboneDirectoryTests {
     /// Writes every tensor of a CLIP vision tower (zeros) under `prefix`, plus `extra`.
     func writeVisionWeights(_ config: CLIPVisionConfig, prefix: String, extra: [(String, Tensor)] = [], to url: URL) throws {
         let tensors = expectedCLIPVisionTensors(config).map { (prefix + $0.0, Tensor(zeros: $0.1)) }
-        try SafetensorsWriter.write(tensors + extra, to: url)
+        try SafetensorsWriter.write(TensorSet(tensors + extra), to: url)
     }
 
     @Test("a CLIPVisionModel directory whose names have no prefix")
@@ -22,11 +23,11 @@ struct BackboneDirectoryTests {
         let config = try CLIPVisionConfig.load(directory: dir.url)
         #expect(config.hiddenSize == 8 && config.numPatches == 4 && config.hiddenAct == "gelu")
         try writeVisionWeights(config, prefix: "", extra: [("embeddings.position_ids", Tensor(zeros: [1, 5]))],
-                               to: dir.file("model.safetensors"))
+                               to: dir.fileURL("model.safetensors"))
         let vision = try VisionBackboneDirectory.open(dir.url)
         #expect(vision.architecture == .clipVisionModel && vision.weightPrefix == "")
         for (name, shape) in expectedCLIPVisionTensors(config) { _ = try vision.weights.take(name, shape: shape) }
-        try vision.weights.finish(ignoringPrefixes: [])
+        try vision.weights.finish(ignoringPrefixes: CLIPVisionModel.unusedCheckpointTensors)
     }
 
     @Test("a full CLIPModel directory: vision_config nested, vision_model. prefix, text tower ignored")
@@ -39,19 +40,19 @@ struct BackboneDirectoryTests {
                                          ("visual_projection.weight", Tensor(zeros: [4, 8])),
                                          ("text_projection.weight", Tensor(zeros: [4, 4])),
                                          ("logit_scale", Tensor(zeros: []))]
-        try writeVisionWeights(config, prefix: "vision_model.", extra: extra, to: dir.file("model.safetensors"))
+        try writeVisionWeights(config, prefix: "vision_model.", extra: extra, to: dir.fileURL("model.safetensors"))
         let vision = try VisionBackboneDirectory.open(dir.url)
         #expect(vision.architecture == .clipModel && vision.weightPrefix == "vision_model.")
         #expect(vision.weights.names.sorted() == expectedCLIPVisionTensors(config).map(\.0).sorted())
         for (name, shape) in expectedCLIPVisionTensors(config) where name != "pre_layrnorm.weight" {
             _ = try vision.weights.take(name, shape: shape)
         }
-        let unused = modelError { try vision.weights.finish(ignoringPrefixes: []) }
+        let unused = modelError { try vision.weights.finish(ignoringPrefixes: CLIPVisionModel.unusedCheckpointTensors) }
         #expect(unused?.code == .unexpectedTensor)
         #expect(unused?.message.contains("1 tensor(s) were never used by the model: vision_model.pre_layrnorm.weight;") == true,
                 "\(unused?.message ?? "no error")")
         _ = try vision.weights.take("pre_layrnorm.weight", shape: [8])
-        try vision.weights.finish(ignoringPrefixes: [])
+        try vision.weights.finish(ignoringPrefixes: CLIPVisionModel.unusedCheckpointTensors)
     }
 
     @Test("a LlamaForCausalLM directory with tied embeddings and a stored lm_head copy")
@@ -64,10 +65,10 @@ struct BackboneDirectoryTests {
         let tensors = expectedLlamaTensors(config).map { ($0.0, Tensor(zeros: $0.1)) }
             + [("lm_head.weight", Tensor(zeros: [10, 8])),
                ("model.layers.0.self_attn.rotary_emb.inv_freq", Tensor(zeros: [2]))]
-        try SafetensorsWriter.write(tensors, as: .bf16, to: dir.file("model.safetensors"))
+        try SafetensorsWriter.write(TensorSet(tensors), as: .bf16, to: dir.fileURL("model.safetensors"))
         let language = try LanguageBackboneDirectory.open(dir.url)
         for (name, shape) in expectedLlamaTensors(config) { _ = try language.weights.take(name, shape: shape) }
-        try language.weights.finish(ignoringPrefixes: [])
+        try language.weights.finish(ignoringPrefixes: LlamaModel.unusedCheckpointTensors(config))
         #expect(try language.fingerprint().hasPrefix("model.safetensors:"))
     }
 
@@ -90,7 +91,7 @@ struct BackboneDirectoryTests {
         if let config {
             if !config.isEmpty { try dir.write("config.json", config) }
         } else {
-            target = dir.file("absent")
+            target = dir.fileURL("absent")
         }
         let error = modelError { _ = try CLIPVisionConfig.load(directory: target) }
         #expect(error?.code == code, "\(label): \(error?.description ?? "no error")")
@@ -114,10 +115,10 @@ struct BackboneDirectoryTests {
         #expect(noWeights?.code == .fileNotFound && noWeights?.message.contains("model.safetensors") == true)
         let config = try LlamaConfig.load(directory: dir.url)
         let tensors = expectedLlamaTensors(config).filter { $0.0 != "lm_head.weight" }.map { ($0.0, Tensor(zeros: $0.1)) }
-        try SafetensorsWriter.write(tensors, to: dir.file("model.safetensors"))
+        try SafetensorsWriter.write(TensorSet(tensors), to: dir.fileURL("model.safetensors"))
         #expect(modelError { _ = try LanguageBackboneDirectory.open(dir.url) }?.message.contains("lm_head.weight") == true)
 
-        try SafetensorsWriter.write([("model.layers.0.mlp.up_proj.weight", Tensor(zeros: [1]))], to: dir.file("model.safetensors"))
+        try SafetensorsWriter.write(TensorSet([("model.layers.0.mlp.up_proj.weight", Tensor(zeros: [1]))]), to: dir.fileURL("model.safetensors"))
         #expect(modelError { _ = try LanguageBackboneDirectory.open(dir.url) }?.message.contains("model.embed_tokens.weight") == true)
         try dir.write("config.json", #"{"model_type": "clip_vision_model"}"#)
         #expect(modelError { _ = try VisionBackboneDirectory.open(dir.url) }?.code == .missingTensor)

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 @Suite("backbone fingerprint")
@@ -19,9 +20,9 @@ struct BackboneFingerprintTests {
     func directories() throws {
         let dir = try TemporaryDirectory()
         defer { dir.cleanup() }
-        try SafetensorsWriter.write([("w", Tensor(shape: [4], values: [1, 2, 3, 4]))], to: dir.file("model.safetensors"))
+        try SafetensorsWriter.write(TensorSet([("w", Tensor(shape: [4], values: [1, 2, 3, 4]))]), to: dir.fileURL("model.safetensors"))
         try dir.write("config.json", "{}")
-        let data = try Data(contentsOf: dir.file("model.safetensors"))
+        let data = try Data(contentsOf: dir.fileURL("model.safetensors"))
         let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         let first = try BackboneFingerprint.of(directory: dir.url)
         #expect(first == "model.safetensors:\(data.count):\(digest)")

@@ -1,5 +1,6 @@
-import Testing
 import Model
+import TestSupport
+import Testing
 
 func randomCLIPWeights(_ c: CLIPVisionConfig, prefix p: String, seed: UInt64) -> [String: Tensor] {
     var rng = TestRNG(seed)
@@ -48,7 +49,7 @@ func randomCLIPWeights(_ c: CLIPVisionConfig, prefix p: String, seed: UInt64) ->
             w["visual_projection.weight"] = Tensor(zeros: [4, 12])
             w["logit_scale"] = Tensor(zeros: [])
         }
-        let model = try CLIPVisionModel(config: c, weights: DictWeights(w))
+        let model = try CLIPVisionModel(config: c, weights: try VisionBackboneDirectory.towerWeights(InMemoryWeights(w)))
         var rng = TestRNG(22)
         let pixels = rng.tensor([2, 3, 8, 8], 2)
         let states = try model.forward(pixelValues: pixels)
@@ -69,7 +70,7 @@ func randomCLIPWeights(_ c: CLIPVisionConfig, prefix p: String, seed: UInt64) ->
         let c = CLIPVisionConfig(hiddenSize: 12, intermediateSize: 20, numHiddenLayers: 2, numAttentionHeads: 3,
                                  imageSize: 16, patchSize: 4)
         let w = randomCLIPWeights(c, prefix: "", seed: 23)
-        let model = try CLIPVisionModel(config: c, weights: DictWeights(w))
+        let model = try CLIPVisionModel(config: c, weights: try VisionBackboneDirectory.towerWeights(InMemoryWeights(w)))
         var rng = TestRNG(24)
         let pixels = rng.tensor([2, 3, 16, 16])
         let states = try model.forward(pixelValues: pixels)
@@ -94,9 +95,9 @@ func randomCLIPWeights(_ c: CLIPVisionConfig, prefix p: String, seed: UInt64) ->
                                  imageSize: 8, patchSize: 4)
         var w = randomCLIPWeights(c, prefix: "", seed: 1)
         w["encoder.layers.7.mlp.fc1.weight"] = Tensor(zeros: [1])
-        #expect(throws: ModelError.self) { try CLIPVisionModel(config: c, weights: DictWeights(w)) }
+        #expect(throws: ModelError.self) { try CLIPVisionModel(config: c, weights: try VisionBackboneDirectory.towerWeights(InMemoryWeights(w))) }
         var w2 = randomCLIPWeights(c, prefix: "", seed: 1)
         w2["post_layernorm.bias"] = Tensor(zeros: [11])
-        #expect(throws: ModelError.self) { try CLIPVisionModel(config: c, weights: DictWeights(w2)) }
+        #expect(throws: ModelError.self) { try CLIPVisionModel(config: c, weights: try VisionBackboneDirectory.towerWeights(InMemoryWeights(w2))) }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// The fuser checked on its own: each "layer" is out = injection(x_l) with a fixed random x_l, and the
@@ -19,7 +20,7 @@ struct FuserTests {
         let vision = CLIPVisionConfig(hiddenSize: 6, intermediateSize: 8, numHiddenLayers: 4, numAttentionHeads: 2,
                                       imageSize: 8, patchSize: 4)
         let language = LlamaConfig(hiddenSize: 5, intermediateSize: 8, numHiddenLayers: 3, numAttentionHeads: 1, vocabSize: 10)
-        let config = try FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 3, visualTokens: 0,
+        let config = FuserConfig(fusion: mode, visionLayers: nil, projectorRank: 3, visualTokens: 0,
                                      featureScale: 0.7, injectionScale: 1.3, dropout: dropout,
                                      vision: vision, language: language)
         let params = config.initialParameters(seed: 3)

@@ -1,6 +1,7 @@
 // Rename to GoldenTests.swift once CLIPVisionModel and LlamaModel are merged into this branch.
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// The Swift CLIP and LLaMA forward passes against transformers' outputs on the golden fixtures

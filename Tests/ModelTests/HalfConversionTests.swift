@@ -1,4 +1,5 @@
 import Model
+import TestSupport
 import Testing
 
 /// The 16-bit conversions, checked exhaustively where the space is small and against independent

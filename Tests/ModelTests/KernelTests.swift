@@ -1,6 +1,7 @@
-import Testing
-import Model
 import Foundation
+import Model
+import TestSupport
+import Testing
 
 // Tolerance for every finite-difference check here: inputs are O(1), the forward runs in float32 and
 // the loss Σ w·y is summed in double. With step h = 1e-2, float32 rounding of the outputs (~1e-7

@@ -1,5 +1,6 @@
-import Testing
 import Model
+import TestSupport
+import Testing
 
 func randomLlamaWeights(_ c: LlamaConfig, seed: UInt64) -> [String: Tensor] {
     var rng = TestRNG(seed)
@@ -74,7 +75,7 @@ final class TestInjection: FFNInjection {
         c.tieWordEmbeddings = tied
         var w = randomLlamaWeights(c, seed: 31)
         w["model.rotary_emb.inv_freq"] = Tensor(zeros: [3])
-        let model = try LlamaModel(config: c, weights: DictWeights(w))
+        let model = try LlamaModel(config: c, weights: InMemoryWeights(w))
         var rng = TestRNG(32)
         let emb = rng.tensor([2, 5, 16])
         let maskT = Tensor(shape: [2, 5], values: LlamaTests.mask)
@@ -105,7 +106,7 @@ final class TestInjection: FFNInjection {
     func embed() throws {
         let c = LlamaTests.config
         let w = randomLlamaWeights(c, seed: 33)
-        let model = try LlamaModel(config: c, weights: DictWeights(w))
+        let model = try LlamaModel(config: c, weights: InMemoryWeights(w))
         let e = try model.embed(ids: [3, 10], batch: 1, length: 2)
         #expect(Array(e.array[16..<32]) == Array(w["model.embed_tokens.weight"]!.array[160..<176]))
         #expect(throws: ModelError.self) { try model.embed(ids: [11], batch: 1, length: 1) }
@@ -117,7 +118,7 @@ final class TestInjection: FFNInjection {
     func backward() throws {
         let c = LlamaTests.config
         let w = randomLlamaWeights(c, seed: 34)
-        let model = try LlamaModel(config: c, weights: DictWeights(w))
+        let model = try LlamaModel(config: c, weights: InMemoryWeights(w))
         var rng = TestRNG(35)
         let emb = rng.array(2 * 5 * 16)
         let wFinal = rng.array(2 * 5 * 16)
@@ -162,7 +163,7 @@ final class TestInjection: FFNInjection {
     @Test("backward refuses an inference workspace and one that has not run forward")
     func backwardNeedsTrainingForward() throws {
         let c = LlamaTests.config
-        let model = try LlamaModel(config: c, weights: DictWeights(randomLlamaWeights(c, seed: 2)))
+        let model = try LlamaModel(config: c, weights: InMemoryWeights(randomLlamaWeights(c, seed: 2)))
         let emb = Tensor(zeros: [1, 3, 16])
         let inference = model.makeWorkspace(batch: 1, length: 3, training: false)
         _ = try model.forward(embeddings: emb, workspace: inference)
@@ -176,9 +177,9 @@ final class TestInjection: FFNInjection {
     func strict() throws {
         var c = LlamaTests.config
         c.mlpBias = true
-        #expect(throws: ModelError.self) { try LlamaModel(config: c, weights: DictWeights(randomLlamaWeights(c, seed: 1))) }
+        #expect(throws: ModelError.self) { try LlamaModel(config: c, weights: InMemoryWeights(randomLlamaWeights(c, seed: 1))) }
         var w = randomLlamaWeights(LlamaTests.config, seed: 1)
         w["lm_head.weight"] = nil
-        #expect(throws: ModelError.self) { try LlamaModel(config: LlamaTests.config, weights: DictWeights(w)) }
+        #expect(throws: ModelError.self) { try LlamaModel(config: LlamaTests.config, weights: InMemoryWeights(w)) }
     }
 }

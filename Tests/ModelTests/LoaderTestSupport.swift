@@ -1,26 +1,6 @@
 import Foundation
 import Model
-
-/// Paths and small helpers shared by the loader tests.
-enum Fixtures {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures")
-    static let safetensors = root.appendingPathComponent("safetensors")
-    static let backbones = root.appendingPathComponent("backbones")
-}
-
-/// A fresh empty directory, removed by the caller with `cleanup()`.
-struct TemporaryDirectory {
-    let url: URL
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("dehvf-loader-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-    func file(_ name: String) -> URL { url.appendingPathComponent(name) }
-    func write(_ name: String, _ text: String) throws { try Data(text.utf8).write(to: file(name)) }
-    func write(_ name: String, _ data: Data) throws { try data.write(to: file(name)) }
-    func cleanup() { try? FileManager.default.removeItem(at: url) }
-}
+import TestSupport
 
 /// The bytes of a safetensors file with the given header text and data section, optionally declaring a
 /// header length other than the real one (to make lying files).

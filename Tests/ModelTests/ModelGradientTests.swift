@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// Every trainable tensor of the whole model — features, fuser, the frozen LLaMA's forward and backward,
@@ -7,16 +8,16 @@ import Testing
 /// perturbed parameters (at initialisation router.weight is zero and hides the prompt-mean path).
 @Suite("whole-model gradients against finite differences")
 struct ModelGradientTests {
-    static func model(_ mode: FusionMode) throws -> (DEHVFModel, ParameterSet, TrainingBatch) {
+    static func model(_ mode: FusionMode) throws -> (DEHVFModel, TensorSet, TrainingBatch) {
         let vc = CLIPVisionConfig(hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 3, numAttentionHeads: 2,
                                   imageSize: 8, patchSize: 4)
         let lc = LlamaConfig(hiddenSize: 8, intermediateSize: 12, numHiddenLayers: 2, numAttentionHeads: 2,
                              numKeyValueHeads: 1, vocabSize: 12)
-        let vision = try CLIPVisionModel(config: vc, weights: DictWeights(Dictionary(uniqueKeysWithValues:
-            RandomBackbone.clipVision(vc, seed: 1).tensors)))
-        let llama = try LlamaModel(config: lc, weights: DictWeights(Dictionary(uniqueKeysWithValues:
-            RandomBackbone.llama(lc, seed: 2, weightScale: 20).tensors)))
-        let config = try FuserConfig(fusion: mode, visionLayers: mode == .dehvf ? [1, 2, 3] : nil, projectorRank: 4,
+        let vision = try CLIPVisionModel(config: vc, weights: try VisionBackboneDirectory.towerWeights(
+            InMemoryWeights(RandomBackbone.clipVision(vc, seed: 1).tensors)))
+        let llama = try LlamaModel(config: lc, weights: InMemoryWeights(
+            RandomBackbone.llama(lc, seed: 2, weightScale: 20).tensors))
+        let config = FuserConfig(fusion: mode, visionLayers: mode == .dehvf ? [1, 2, 3] : nil, projectorRank: 4,
                                      visualTokens: 0, featureScale: 0.8, injectionScale: 1.5, dropout: 0.2,
                                      vision: vc, language: lc)
         let params = config.initialParameters(seed: 3)
@@ -24,7 +25,7 @@ struct ModelGradientTests {
         for t in params.tensors { for i in 0..<t.count { t.data[i] += 0.4 * rng.normal() } }
         let pixels = Tensor(zeros: [3, 3, 8, 8])
         for i in 0..<pixels.count { pixels.data[i] = rng.normal() }
-        let feats = try FeatureCache.candidates(vision: vision, pixels: pixels, config: config)
+        let feats = try vision.candidates(pixels: pixels, for: config)
         // Three samples of 6 tokens: one without an image, one padded, answers of one and two tokens.
         let ids: [Int32] = [1, 3, 4, 5, 6, 7, /**/ 1, 8, 9, 10, 0, 0, /**/ 1, 4, 4, 2, 11, 3]
         let labels: [Int32] = [-100, -100, -100, -100, 6, 7, /**/ -100, -100, -100, 10, -100, -100, /**/ -100, -100, -100, -100, 11, -100]
@@ -43,7 +44,7 @@ struct ModelGradientTests {
         // Float32 through 2 layers with x20 weights; step 1e-2 balances truncation (~1e-4) and rounding
         // (~1e-5 / h); 1e-2 relative to the tensor's largest gradient still fails a wrong or missing term.
         let h: Float = 1e-2
-        for (name, value) in params.pairs {
+        for (name, value) in zip(params.names, params.tensors) {
             let grad = analytic.grads[name]!
             var worst = 0.0, scale = 1e-6
             for i in 0..<value.count { scale = max(scale, abs(Double(grad.data[i]))) }

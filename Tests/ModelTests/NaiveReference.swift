@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 
 // Straightforward scalar-loop references in double, independent of the kernels under test.
 

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// Every way a header can lie, produced by writing such a file: each must give a typed `.badHeader`
@@ -10,7 +11,7 @@ struct SafetensorsHeaderTests {
     func openError(_ data: Data) throws -> (ModelError?, String) {
         let dir = try TemporaryDirectory()
         defer { dir.cleanup() }
-        let url = dir.file("lying.safetensors")
+        let url = dir.fileURL("lying.safetensors")
         try dir.write("lying.safetensors", data)
         return (modelError { _ = try SafetensorsFile(url: url) }, url.path)
     }
@@ -67,7 +68,7 @@ struct SafetensorsHeaderTests {
                                            data: [UInt8](repeating: 0, count: 12)),
                             mentions: ["'w'", "16", "12 bytes"])
         // A real file cut short by one byte.
-        var data = try SafetensorsWriter.encode([("w", Tensor(shape: [2, 2], values: [1, 2, 3, 4]))])
+        var data = try SafetensorsWriter.encode(TensorSet([("w", Tensor(shape: [2, 2], values: [1, 2, 3, 4]))]))
         data.removeLast()
         try expectBadHeader(data, mentions: ["'w'", "truncated"])
     }
@@ -108,14 +109,14 @@ struct SafetensorsHeaderTests {
         defer { dir.cleanup() }
         let header = #"{"q": {"dtype": "Q4_K", "shape": [8], "data_offsets": [0, 5]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [5, 9]}}"#
         try dir.write("q.safetensors", rawSafetensors(header: header, data: [0, 0, 0, 0, 0, 0, 0, 0x80, 0x3f]))
-        let file = try SafetensorsFile(url: dir.file("q.safetensors"))
+        let file = try SafetensorsFile(url: dir.fileURL("q.safetensors"))
         #expect(file.info("q")?.dtype == .unknown("Q4_K"))
         // "w" sits 5 bytes into the data section, so it may be unaligned: then it is copied, not borrowed.
         #expect(try file.take("w", shape: [1]).array == [1])
         let error = modelError { _ = try file.take("q", shape: [8]) }
         #expect(error?.code == .badDType)
         #expect(error?.message.contains("'q'") == true && error?.message.contains("Q4_K") == true)
-        #expect(error?.path == dir.file("q.safetensors").path)
+        #expect(error?.path == dir.fileURL("q.safetensors").path)
     }
 
     @Test("__metadata__ is read, not taken for a tensor")
@@ -124,7 +125,7 @@ struct SafetensorsHeaderTests {
         defer { dir.cleanup() }
         let header = #"{"__metadata__": {"format": "pt"}, "w": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}"#
         try dir.write("m.safetensors", rawSafetensors(header: header, data: [0, 0, 0x80, 0x3f]))
-        let file = try SafetensorsFile(url: dir.file("m.safetensors"))
+        let file = try SafetensorsFile(url: dir.fileURL("m.safetensors"))
         #expect(file.metadata == ["format": "pt"])
         #expect(file.names == ["w"])
         #expect(try file.take("w", shape: []).array == [1])

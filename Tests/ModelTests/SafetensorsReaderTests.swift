@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 import Testing
 
 /// Reading files written by Python's `safetensors` (Scripts/make_safetensors_fixtures.py) and by our
@@ -104,7 +105,7 @@ struct SafetensorsReaderTests {
         let dir = try TemporaryDirectory()
         let source = Fixtures.safetensors.appendingPathComponent("sharded")
         for name in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
-            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: dir.file(name))
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: dir.fileURL(name))
         }
         try dir.write("model.safetensors.index.json", index)
         return dir
@@ -134,8 +135,8 @@ struct SafetensorsReaderTests {
         let dir = try TemporaryDirectory()
         defer { dir.cleanup() }
         let t = Tensor(shape: [2], values: [1, 2])
-        try SafetensorsWriter.write([("w", t)], to: dir.file("a.safetensors"))
-        try SafetensorsWriter.write([("w", t), ("v", t)], to: dir.file("b.safetensors"))
+        try SafetensorsWriter.write(TensorSet([("w", t)]), to: dir.fileURL("a.safetensors"))
+        try SafetensorsWriter.write(TensorSet([("w", t), ("v", t)]), to: dir.fileURL("b.safetensors"))
         try dir.write("model.safetensors.index.json", #"{"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}}"#)
         let error = modelError { _ = try SafetensorsArchive(directory: dir.url) }
         #expect(error?.message.contains("'w' is in both a.safetensors and b.safetensors") == true)
@@ -146,7 +147,7 @@ struct SafetensorsReaderTests {
         let dir = try TemporaryDirectory()
         defer { dir.cleanup() }
         #expect(modelError { _ = try SafetensorsArchive(directory: dir.url) }?.code == .fileNotFound)
-        let gone = dir.file("absent")
+        let gone = dir.fileURL("absent")
         let error = modelError { _ = try SafetensorsArchive(directory: gone) }
         #expect(error?.code == .fileNotFound && error?.path == gone.path)
     }
@@ -159,8 +160,8 @@ struct SafetensorsReaderTests {
         let values: [Float] = [0, -0.0, 1, -1.5, 3.14159, 1e-3, 123.456, 6e-6, -70000]
         let a = Tensor(shape: [3, 3], values: values)
         let b = Tensor(shape: [2], values: [0.25, 8])
-        let url = dir.file("w.safetensors")
-        try SafetensorsWriter.write([("layer.a", a), ("layer.b", b)], as: stored, metadata: ["format": "pt"], to: url)
+        let url = dir.fileURL("w.safetensors")
+        try SafetensorsWriter.write(TensorSet([("layer.a", a), ("layer.b", b)]), as: stored, metadata: ["format": "pt"], to: url)
         let bytes = try Data(contentsOf: url)
         let headerLength = bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         #expect(headerLength % 8 == 0, "the header is padded to 8 bytes like Python's, so F32 data is aligned")
@@ -182,7 +183,7 @@ struct SafetensorsReaderTests {
     @Test("the writer refuses duplicate and reserved names")
     func writerNames() {
         let t = Tensor(shape: [1], values: [1])
-        #expect(modelError { _ = try SafetensorsWriter.encode([("a", t), ("a", t)]) }?.code == .badInput)
-        #expect(modelError { _ = try SafetensorsWriter.encode([("__metadata__", t)]) }?.code == .badInput)
+        #expect(modelError { _ = try SafetensorsWriter.encode(TensorSet([("a", t), ("a", t)])) }?.code == .badInput)
+        #expect(modelError { _ = try SafetensorsWriter.encode(TensorSet([("__metadata__", t)])) }?.code == .badInput)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 
 /// A checkpoint whose every value is a function of `step`, so a reader can tell a complete one.
@@ -16,21 +17,13 @@ func sampleCheckpoint(step: Int, big: Bool = false) -> Checkpoint {
     return Checkpoint(
         step: step, epoch: step / 3, seed: 0xDEAD_BEEF_0000_0001, config: "{\"model\": {\"fusion\": \"dehvf\"}, \"ü\": 1}",
         backbone: "vision 123 sha256:ab; language 456 sha256:cd",
-        params: shapes.map { ($0.0, t($0.1, 0.25)) }, expAvg: shapes.map { ($0.0, t($0.1, 0.5)) },
-        expAvgSq: shapes.map { ($0.0, t($0.1, 0.75)) }, lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
-}
-
-/// Bitwise equality of two tensor lists, names and order included.
-func sameTensors(_ a: [(String, Tensor)], _ b: [(String, Tensor)]) -> Bool {
-    a.count == b.count && zip(a, b).allSatisfy { x, y in
-        x.0 == y.0 && x.1.shape == y.1.shape
-            && memcmp(x.1.data, y.1.data, x.1.count * MemoryLayout<Float>.size) == 0
-    }
+        params: TensorSet(shapes.map { ($0.0, t($0.1, 0.25)) }), expAvg: TensorSet(shapes.map { ($0.0, t($0.1, 0.5)) }),
+        expAvgSq: TensorSet(shapes.map { ($0.0, t($0.1, 0.75)) }), lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
 }
 
 func sameCheckpoint(_ a: Checkpoint, _ b: Checkpoint) -> Bool {
     a.step == b.step && a.epoch == b.epoch && a.seed == b.seed && a.config == b.config && a.backbone == b.backbone
-        && sameTensors(a.params, b.params) && sameTensors(a.expAvg, b.expAvg) && sameTensors(a.expAvgSq, b.expAvgSq)
+        && a.params == b.params && a.expAvg == b.expAvg && a.expAvgSq == b.expAvgSq
         && a.lossHistory.map(\.bitPattern) == b.lossHistory.map(\.bitPattern)
 }
 
@@ -38,25 +31,25 @@ func sameCheckpoint(_ a: Checkpoint, _ b: Checkpoint) -> Bool {
 struct CheckpointTests {
     @Test("write then read gives back every value bitwise, in order, with latest naming it")
     func roundTrip() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         #expect(try Checkpoint.readLatest(dir: dir.path) == nil)
         let c = sampleCheckpoint(step: 5)
-        c.params[0].1.data[0] = .nan
-        c.params[0].1.data[1] = -0.0
-        c.params[0].1.data[2] = .leastNonzeroMagnitude
+        c.params[0].tensor.data[0] = .nan
+        c.params[0].tensor.data[1] = -0.0
+        c.params[0].tensor.data[2] = .leastNonzeroMagnitude
         let path = try c.write(to: dir.path, keep: 2)
         #expect(path.hasSuffix("/step-00000005.h5"))
         #expect(try String(contentsOfFile: dir.file("latest"), encoding: .utf8) == "step-00000005.h5\n")
         let r = try #require(try Checkpoint.readLatest(dir: dir.path))
         #expect(sameCheckpoint(c, r))
-        #expect(r.params.map(\.0) == ["router.weight", "router.bias", "projector.fc1.weight", "projector.fc1.bias", "prompt.key_pos"])
+        #expect(r.params.names == ["router.weight", "router.bias", "projector.fc1.weight", "projector.fc1.bias", "prompt.key_pos"])
         #expect(r.source == path)
     }
 
     @Test("keep policy: only the newest `keep` files remain, and latest names the newest")
     func keepPolicy() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         for step in [1, 2, 3, 10, 11] { try sampleCheckpoint(step: step).write(to: dir.path, keep: 3) }
         // A temporary left by a writer that died is cleaned up by the next write.
@@ -71,11 +64,11 @@ struct CheckpointTests {
 
     @Test("a flipped byte inside a tensor's chunk is a clear corrupt-tensor error")
     func corruptTensor() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = sampleCheckpoint(step: 4)
         let path = try c.write(to: dir.path, keep: 1)
-        let target = c.params[2].1  // projector.fc1.weight: find its stored bytes and damage one
+        let target = c.params[2].tensor  // projector.fc1.weight: find its stored bytes and damage one
         let at = try #require(try offset(of: bytes(of: target.array), in: path))
         try flipByte(path, at: at + 9)
         expectShardError(.corrupt, mentioning: [path, "/params/projector.fc1.weight", "corrupt"]) {
@@ -86,7 +79,7 @@ struct CheckpointTests {
 
     @Test("missing attributes, a bad latest and inconsistent state are named")
     func badFiles() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let f = try HDF5File.create(dir.file("x.h5"))
         try f.root.setAttribute("format", string: "dehvf-checkpoint")
@@ -99,14 +92,14 @@ struct CheckpointTests {
         c.lossHistory.removeLast()
         expectShardError(.badShape, mentioning: ["history/loss", "[3]", "[2]"]) { try c.write(to: dir.path, keep: 1) }
         c = sampleCheckpoint(step: 3)
-        c.expAvg.removeLast()
+        c.expAvg = TensorSet(Array(c.expAvg.dropLast()))
         expectShardError(.badShape, mentioning: ["optimizer/exp_avg"]) { try c.write(to: dir.path, keep: 1) }
     }
 
     @Test("compatibility check names every difference")
     func validate() throws {
         let c = sampleCheckpoint(step: 1)
-        let expected = c.params.map { ($0.0, $0.1.shape) }
+        let expected = c.params.shapes.map { ($0.name, $0.shape) }
         try c.validate(backbone: c.backbone, parameters: expected)
         var wrong = expected
         wrong[0].1 = [2, 3, 5]
@@ -120,14 +113,14 @@ struct CheckpointTests {
 
     @Test("named-tensor files for inspect gradients: groups and root tensors round trip")
     func tensorFile() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let grads = sampleCheckpoint(step: 2).params
         let loss = Tensor(shape: [], values: [2.5])
-        try TensorFile.write(to: dir.file("g.h5"), groups: [("grads", grads)], root: [("loss", loss)],
+        try TensorFile.write(to: dir.file("g.h5"), groups: [("grads", grads)], root: [NamedTensor("loss", loss)],
                              strings: [("format", "dehvf-gradients")], ints: [("step", 2)])
         let f = try HDF5File.open(dir.file("g.h5"))
-        #expect(sameTensors(try TensorFile.read(group: try f.root.openGroup("grads")), grads))
+        #expect(try TensorFile.read(group: try f.root.openGroup("grads")) == grads)
         let l = try TensorFile.readTensor("loss", in: f.root)
         #expect(l.shape == [] && l.data[0] == 2.5)
         #expect(try f.root.readString("format") == "dehvf-gradients" && f.root.readInt("step") == 2)
@@ -135,7 +128,7 @@ struct CheckpointTests {
 
     @Test("a writer killed with SIGKILL at random moments never leaves latest naming a torn file")
     func crash() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             .appendingPathComponent("CheckpointCrashWriter").path

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 
 /// Writes `c` field by field with the raw wrapper, leaving out `omit` and writing zero-filled
@@ -13,7 +14,7 @@ private func writeVariant(_ path: String, _ c: DatasetContents, omit: Set<String
     if !omit.contains("@format") { try root.setAttribute("format", string: attrs["format"] ?? "dehvf-dataset") }
     if !omit.contains("@version") { try root.setAttribute("version", int: Int64(attrs["version"] ?? "1")!) }
     if !omit.contains("@task") { try root.setAttribute("task", string: attrs["task"] ?? c.task.rawValue) }
-    if !omit.contains("@pad_id") { try root.setAttribute("pad_id", int: Int64(c.padId)) }
+    if !omit.contains("@pad_id") { try root.setAttribute("pad_id", int: Int64(c.padID)) }
     if !omit.contains("@image_mean") {
         try root.setAttribute("image_mean", floats: attrs["image_mean"] == "4" ? [1, 2, 3, 4] : c.imageMean)
     }
@@ -37,13 +38,13 @@ private func writeVariant(_ path: String, _ c: DatasetContents, omit: Set<String
     }
     try put("images", c.images, [n, 3, c.imageHeight, c.imageWidth])
     try put("has_image", c.hasImage, [n])
-    try put("input_ids", c.inputIds, [n, t])
+    try put("input_ids", c.inputIDs, [n, t])
     try put("lengths", c.lengths, [n])
     try put("labels", c.labels, [n, t])
     try put("answer", c.answer!, [n])
     try put("num_choices", c.numChoices!, [n])
     try put("answer_position", c.answerPosition!, [n])
-    try put("choice_token_ids", c.choiceTokenIds!, [c.choiceTokenIds!.count])
+    try put("choice_token_ids", c.choiceTokenIDs!, [c.choiceTokenIDs!.count])
     try put("meta/subject", c.subject!, [n])
     try put("meta/context", c.context!, [n])
     try put("meta/grade", c.grade!, [n])
@@ -54,7 +55,7 @@ private func writeVariant(_ path: String, _ c: DatasetContents, omit: Set<String
 struct DatasetFileTests {
     @Test("written contents read back exactly, attributes and all")
     func roundTrip() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents()
         try DatasetWriter.write(c, to: dir.file("d.h5"), chunkRows: 3)
@@ -62,10 +63,10 @@ struct DatasetFileTests {
         #expect(f.task == .multipleChoice)
         #expect(f.count == 10 && f.tokens == 8 && f.imageHeight == 4 && f.imageWidth == 5)
         #expect(f.imageMean == DatasetContents.clipMean && f.imageStd == DatasetContents.clipStd)
-        #expect(f.choiceTokenIds == [11, 12, 13, 14, 15])
+        #expect(f.choiceTokenIDs == [11, 12, 13, 14, 15])
         let all = try f.readBatch(indices: Array(0..<10))
         #expect(all.images == c.images)
-        #expect(all.inputIds == c.inputIds && all.labels == c.labels && all.lengths == c.lengths)
+        #expect(all.inputIDs == c.inputIDs && all.labels == c.labels && all.lengths == c.lengths)
         #expect(all.hasImage == c.hasImage && all.answer == c.answer && all.numChoices == c.numChoices)
         #expect(all.answerPosition == c.answerPosition)
         #expect(all.subject == c.subject && all.context == c.context && all.grade == c.grade)
@@ -73,7 +74,7 @@ struct DatasetFileTests {
 
     @Test("a batch of scattered, unsorted, repeated rows equals the same rows of a full read")
     func batchMatchesFullRead() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents(n: 23)
         try DatasetWriter.write(c, to: dir.file("d.h5"), chunkRows: 4)
@@ -85,7 +86,7 @@ struct DatasetFileTests {
         let img = 3 * 4 * 5
         for (k, r) in rows.enumerated() {
             #expect(Array(b.images[(k * img)..<((k + 1) * img)]) == Array(full.images[(r * img)..<((r + 1) * img)]))
-            #expect(Array(b.inputIds[(k * 8)..<((k + 1) * 8)]) == Array(c.inputIds[(r * 8)..<((r + 1) * 8)]))
+            #expect(Array(b.inputIDs[(k * 8)..<((k + 1) * 8)]) == Array(c.inputIDs[(r * 8)..<((r + 1) * 8)]))
             #expect(Array(b.labels[(k * 8)..<((k + 1) * 8)]) == Array(c.labels[(r * 8)..<((r + 1) * 8)]))
             #expect(b.lengths[k] == c.lengths[r] && b.hasImage[k] == c.hasImage[r])
             #expect(b.answer![k] == c.answer![r] && b.grade![k] == c.grade![r])
@@ -95,7 +96,7 @@ struct DatasetFileTests {
 
     @Test("normalised images are (x/255 - mean)/std per channel")
     func normalisation() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents(n: 3)
         try DatasetWriter.write(c, to: dir.file("d.h5"))
@@ -117,13 +118,13 @@ struct DatasetFileTests {
 
     @Test("a caption file needs no multiple-choice datasets and keeps its references")
     func captionFile() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         var c = makeContents(task: .caption, n: 4, meta: false)
         c.references = ["[\"a cat\", \"a cät sitting\"]", "[]", "[\"x\"]", "[\"ü\"]"]
         try DatasetWriter.write(c, to: dir.file("c.h5"))
         let f = try DatasetFile(path: dir.file("c.h5"))
-        #expect(f.task == .caption && f.choiceTokenIds == nil)
+        #expect(f.task == .caption && f.choiceTokenIDs == nil)
         let b = try f.readBatch(indices: [1])
         #expect(b.answer == nil && b.subject == nil)
         #expect(try f.references() == c.references)
@@ -134,7 +135,7 @@ struct DatasetFileTests {
 
     @Test("each missing dataset is named", arguments: missing)
     func missingDataset(name: String) throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         try writeVariant(dir.file("d.h5"), makeContents(), omit: [name])
         expectShardError(.missingDataset, mentioning: [dir.file("d.h5"), "/" + name]) {
@@ -170,7 +171,7 @@ struct DatasetFileTests {
 
     @Test("each mistyped or misshapen dataset is named with expected and found", arguments: misshapen)
     func misshapenDataset(bad: Bad) throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         try writeVariant(dir.file("d.h5"), makeContents(), replace: [bad.name: (bad.type, bad.shape)])
         expectShardError(bad.code, mentioning: [dir.file("d.h5")] + bad.mentions) {
@@ -180,7 +181,7 @@ struct DatasetFileTests {
 
     @Test("bad root attributes are named")
     func badAttributes() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents()
         let cases: [(Set<String>, [String: String], ShardError.Code, [String])] = [
@@ -201,7 +202,7 @@ struct DatasetFileTests {
 
     @Test("out-of-range values are rejected at open")
     func badValues() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         var c = makeContents()
         c.lengths[4] = 9
@@ -217,7 +218,7 @@ struct DatasetFileTests {
 
     @Test("a missing file, a non-HDF5 file and a truncated file are errors, not crashes")
     func truncated() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         expectShardError(.cannotOpen, mentioning: ["nope.h5", "no such file"]) {
             _ = try DatasetFile(path: dir.file("nope.h5"))
@@ -249,7 +250,7 @@ struct DatasetFileTests {
 
     @Test("a flipped byte anywhere in a file written here is an error or harmless, never wrong data or a crash")
     func byteFlips() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents(n: 12, h: 8, w: 8)
         try DatasetWriter.write(c, to: dir.file("d.h5"), chunkRows: 4)
@@ -267,11 +268,11 @@ struct DatasetFileTests {
             do {
                 let f = try DatasetFile(path: p)
                 let b = try f.readBatch(indices: Array(0..<12))
-                let same = b.images == original.images && b.inputIds == original.inputIds
+                let same = b.images == original.images && b.inputIDs == original.inputIDs
                     && b.labels == original.labels && b.lengths == original.lengths && b.hasImage == original.hasImage
                     && b.answer == original.answer && b.subject == original.subject && b.grade == original.grade
-                    && b.context == original.context && f.choiceTokenIds == [11, 12, 13, 14, 15]
-                    && f.imageMean == c.imageMean && f.imageStd == c.imageStd && f.padId == c.padId
+                    && b.context == original.context && f.choiceTokenIDs == [11, 12, 13, 14, 15]
+                    && f.imageMean == c.imageMean && f.imageStd == c.imageStd && f.padID == c.padID
                 #expect(same, "flip at byte \(off) of \(whole.count) changed data without an error")
                 harmless += 1
             } catch is ShardError {

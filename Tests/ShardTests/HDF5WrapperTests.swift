@@ -1,13 +1,14 @@
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 
 @Suite("HDF5 wrapper", .serialized)
 struct HDF5WrapperTests {
     @Test("hyperslab row reads (coalesced runs), point reads, row writes, scalars and attributes")
     func selections() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let f = try HDF5File.create(dir.file("w.h5"))
         let values = (0..<(20 * 3)).map { Int64($0 * 10) }
@@ -42,16 +43,16 @@ struct HDF5WrapperTests {
 
     @Test("batches read from many threads at once match a single-threaded read (the global lock)")
     func concurrentReads() async throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents(n: 64, h: 6, w: 6)
         try DatasetWriter.write(c, to: dir.file("d.h5"))
         let f = try DatasetFile(path: dir.file("d.h5"))
         let batches = (0..<32).map { k in (0..<4).map { (k * 7 + $0 * 13) % 64 } }
-        let expected = try batches.map { try f.readBatch(indices: $0).inputIds }
+        let expected = try batches.map { try f.readBatch(indices: $0).inputIDs }
         let got = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
             for (k, b) in batches.enumerated() {
-                group.addTask { (k, try f.readBatch(indices: b).inputIds) }
+                group.addTask { (k, try f.readBatch(indices: b).inputIDs) }
             }
             var out = [[Int32]](repeating: [], count: batches.count)
             for try await (k, ids) in group { out[k] = ids }

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 
 /// Files written by h5py are read here, and files written here are read by h5py. These tests need
@@ -9,7 +10,7 @@ import Testing
 struct InteropTests {
     @Test("a dataset file h5py writes (str attrs, chunked datasets, fixed and vlen strings) reads exactly")
     func h5pyWritesDataset() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let r = try python("""
             import sys, json, h5py, numpy as np
@@ -44,12 +45,12 @@ struct InteropTests {
         let f = try DatasetFile(path: dir.file("py.h5"))
         #expect(f.count == 9 && f.tokens == 6 && f.imageHeight == 5 && f.imageWidth == 4)
         #expect(f.imageStd == [0.26862954, 0.26130258, 0.27577711])
-        #expect(f.choiceTokenIds == want["choice_token_ids"]!.map(Int32.init))
+        #expect(f.choiceTokenIDs == want["choice_token_ids"]!.map(Int32.init))
         let order = [8, 1, 0, 5]
         let b = try f.readBatch(indices: order)
         func rows(_ key: String, _ size: Int) -> [Int] { order.flatMap { want[key]![($0 * size)..<(($0 + 1) * size)] } }
         #expect(b.images.map(Int.init) == rows("images", 60))
-        #expect(b.inputIds.map(Int.init) == rows("input_ids", 6))
+        #expect(b.inputIDs.map(Int.init) == rows("input_ids", 6))
         #expect(b.labels.map(Int.init) == rows("labels", 6))
         #expect(b.lengths.map(Int.init) == rows("lengths", 1))
         #expect(b.answer!.map(Int.init) == rows("answer", 1))
@@ -64,7 +65,7 @@ struct InteropTests {
 
     @Test("h5py reads a dataset file written here: str attributes, every dataset equal")
     func h5pyReadsDataset() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = makeContents(n: 7)
         try DatasetWriter.write(c, to: dir.file("d.h5"))
@@ -83,7 +84,7 @@ struct InteropTests {
         #expect(got["task"] as? String == "multiple-choice")
         #expect((got["mean"] as? [Double])?.map(Float.init) == c.imageMean)
         #expect(got["images"] as? [Int] == c.images.map(Int.init))
-        #expect(got["input_ids"] as? [Int] == c.inputIds.map(Int.init))
+        #expect(got["input_ids"] as? [Int] == c.inputIDs.map(Int.init))
         #expect(got["labels"] as? [Int] == c.labels.map(Int.init))
         #expect(got["lengths"] as? [Int] == c.lengths.map(Int.init))
         #expect(got["answer"] as? [Int] == c.answer!.map(Int.init))
@@ -92,7 +93,7 @@ struct InteropTests {
 
     @Test("h5py reads a checkpoint written here: every tensor bitwise, string attrs as str, Fletcher-32 on")
     func h5pyReadsCheckpoint() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let c = sampleCheckpoint(step: 6)
         let path = try c.write(to: dir.path, keep: 1)
@@ -118,7 +119,7 @@ struct InteropTests {
         #expect(attrs["step"] as? Int == 6 && attrs["epoch"] as? Int == 2)
         #expect(attrs["seed"] as? Int == Int(Int64(bitPattern: c.seed)))
         for (group, list) in [("params", c.params), ("optimizer/exp_avg", c.expAvg), ("optimizer/exp_avg_sq", c.expAvgSq)] {
-            for (name, t) in list {
+            for (name, t) in zip(list.names, list.tensors) {
                 let entry = try #require(got["\(group)/\(name)"] as? [Any], "h5py did not see \(group)/\(name)")
                 #expect(entry[0] as? [Int] == t.shape)
                 #expect(entry[1] as? [Int] == t.array.map { Int($0.bitPattern) }, "\(group)/\(name)")
@@ -129,7 +130,7 @@ struct InteropTests {
 
     @Test("a checkpoint h5py writes (name-ordered groups) is read here")
     func h5pyWritesCheckpoint() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let r = try python("""
             import sys, h5py, numpy as np
@@ -144,13 +145,13 @@ struct InteropTests {
         #expect(r.status == 0, "\(r.stderr)")
         let c = try Checkpoint.read(path: dir.file("c.h5"))
         #expect(c.step == 2 && c.seed == 9 && c.backbone == "fp" && c.lossHistory == [3, 2.5])
-        #expect(c.params.map(\.0) == ["projector.fc2.bias", "router.bias"])  // h5py default: name order
-        #expect(c.params[1].1.shape == [2, 3] && c.params[1].1.array == [0, 1, 2, 3, 4, 5])
+        #expect(c.params.names == ["projector.fc2.bias", "router.bias"])  // h5py default: name order
+        #expect(c.params[1].tensor.shape == [2, 3] && c.params[1].tensor.array == [0, 1, 2, 3, 4, 5])
     }
 
     @Test("a byte flipped inside a tensor chunk, located by h5py, is caught at load")
     func flippedChunk() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let path = try sampleCheckpoint(step: 3).write(to: dir.path, keep: 1)
         let r = try python("""

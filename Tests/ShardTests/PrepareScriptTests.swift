@@ -1,5 +1,6 @@
 import Foundation
 import Shard
+import TestSupport
 import Testing
 
 /// Runs Scripts/prepare_*.py on the fabricated releases in Tests/Fixtures/prepare (regenerate them with
@@ -21,7 +22,7 @@ struct PrepareScriptTests {
 
     @Test("ScienceQA: QCM prompt rows with the answer letter's token right after answer_position")
     func scienceQA() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         try script("prepare_scienceqa.py", ["--root", Self.fixtures + "/scienceqa", "--tokenizer", Self.fixtures + "/tokenizer",
                                             "--split", "train", "--image-size", "8", "--out", dir.file("sqa.h5")])
@@ -30,7 +31,7 @@ struct PrepareScriptTests {
             with: Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/scienceqa/problems.json"))) as! [String: [String: Any]]
         let pids = ["1", "2", "3", "4"]  // pid_splits.json's train order
         #expect(f.task == .multipleChoice && f.count == 4 && f.imageHeight == 8 && f.imageWidth == 8)
-        let choices = try #require(f.choiceTokenIds)
+        let choices = try #require(f.choiceTokenIDs)
         #expect(choices.count == 5 && Set(choices).count == 5)
         #expect(f.imageMean == DatasetContents.clipMean && f.imageStd == DatasetContents.clipStd)
         let b = try f.readBatch(indices: [0, 1, 2, 3])
@@ -41,7 +42,7 @@ struct PrepareScriptTests {
             let ap = Int(b.answerPosition![r])
             #expect(Int(b.answer![r]) == answer && Int(b.numChoices![r]) == (p["choices"] as! [Any]).count)
             #expect(b.labels[r * t + ap + 1] == choices[answer], "row \(r): label after answer_position")
-            #expect(b.inputIds[r * t + ap + 1] == choices[answer])
+            #expect(b.inputIDs[r * t + ap + 1] == choices[answer])
             #expect((0...ap).allSatisfy { b.labels[r * t + $0] == -100 }, "row \(r): prompt positions carry no loss")
             #expect(Int(b.lengths[r]) == ap + 2)
             let hasImage = !(p["image"] is NSNull)
@@ -56,7 +57,7 @@ struct PrepareScriptTests {
 
     @Test("COCO: one row per training caption (restval included), references kept for val")
     func coco() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let common = ["--karpathy", Self.fixtures + "/coco/dataset_coco.json", "--images", Self.fixtures + "/coco/images",
                       "--tokenizer", Self.fixtures + "/tokenizer", "--image-size", "8"]
@@ -70,7 +71,7 @@ struct PrepareScriptTests {
         for r in 0..<7 {
             let labelled = (0..<train.tokens).filter { b.labels[r * train.tokens + $0] != -100 }
             #expect(!labelled.isEmpty && labelled.first! > 0 && labelled.last! == Int(b.lengths[r]) - 1)
-            #expect(labelled.allSatisfy { b.labels[r * train.tokens + $0] == b.inputIds[r * train.tokens + $0] })
+            #expect(labelled.allSatisfy { b.labels[r * train.tokens + $0] == b.inputIDs[r * train.tokens + $0] })
         }
         // Rows 0 and 1 are the two captions of the same image.
         #expect(b.images[0..<192] == b.images[192..<384])
@@ -83,7 +84,7 @@ struct PrepareScriptTests {
 
     @Test("caption_metrics.py: captions equal to their only reference score CIDEr-D 10 and BLEU-4 1; a wrong one scores less")
     func captionMetrics() throws {
-        let dir = try TempDir()
+        let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
         let py = try python3()
         // Generated ids from the fixture tokenizer, as `eval --generate` writes them; then a copy whose

@@ -1,5 +1,6 @@
 import Model
 import Shard
+import TestSupport
 import Testing
 
 @Suite("Sampler")

@@ -1,88 +1,26 @@
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 
-/// A fresh directory under the system temp dir, removed by `cleanup()`.
-struct TempDir {
-    let path: String
-    init() throws {
-        path = (NSTemporaryDirectory() as NSString).appendingPathComponent("shardtests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// The package root (this file is Tests/ShardTests/Support.swift).
-let packageRoot: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().path
-
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs `executable` with `arguments`, collecting output (through files, so a chatty child cannot block).
-func run(_ executable: String, _ arguments: [String], cwd: String? = nil) throws -> ProcessResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let dir = try TempDir()
-    defer { dir.cleanup() }
-    FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
-    FileManager.default.createFile(atPath: dir.file("err"), contents: nil)
-    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.file("out")))
-    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.file("err")))
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    p.waitUntilExit()
-    try out.close()
-    try err.close()
-    return ProcessResult(status: p.terminationStatus,
-                         stdout: (try? String(contentsOfFile: dir.file("out"), encoding: .utf8)) ?? "",
-                         stderr: (try? String(contentsOfFile: dir.file("err"), encoding: .utf8)) ?? "")
-}
-
-/// python3 from PATH.
-func python3() throws -> String {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-        let p = "\(dir)/python3"
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-    }
-    throw PythonMissing(reason: "python3 is not on PATH")
-}
-
-struct PythonMissing: Error, CustomStringConvertible {
-    var reason: String
-    var description: String { "interop tests need python3 with h5py (CI installs it: pip install h5py): \(reason)" }
-}
-
-/// Runs a Python snippet; throws (failing the test loudly) when python3 or h5py is missing.
-func python(_ code: String, _ args: [String] = []) throws -> ProcessResult {
-    let py = try python3()
-    let probe = try run(py, ["-c", "import h5py, numpy"])
-    if probe.status != 0 { throw PythonMissing(reason: probe.stderr) }
-    return try run(py, ["-c", code] + args)
-}
+/// The package root.
+let packageRoot: String = Fixtures.packageRoot.path
 
 /// A small deterministic dataset: N rows, T tokens, HxW images.
 func makeContents(task: DatasetTask = .multipleChoice, n: Int = 10, t: Int = 8, h: Int = 4, w: Int = 5,
                   meta: Bool = true) -> DatasetContents {
-    var c = DatasetContents(task: task, count: n, tokens: t, imageHeight: h, imageWidth: w, padId: 0)
+    var c = DatasetContents(task: task, count: n, tokens: t, imageHeight: h, imageWidth: w, padID: 0)
     for i in 0..<c.images.count { c.images[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 3) }
     for r in 0..<n {
         c.hasImage[r] = UInt8(r % 3 == 0 ? 0 : 1)
         let len = 3 + r % (t - 3)
         c.lengths[r] = Int32(len)
-        for k in 0..<len { c.inputIds[r * t + k] = Int32(100 * r + k + 1) }
+        for k in 0..<len { c.inputIDs[r * t + k] = Int32(100 * r + k + 1) }
         c.labels[r * t + len - 1] = Int32(100 * r + len)
     }
     if task == .multipleChoice {
-        c.choiceTokenIds = [11, 12, 13, 14, 15]
+        c.choiceTokenIDs = [11, 12, 13, 14, 15]
         for r in 0..<n {
             c.numChoices![r] = Int32(2 + r % 4)
             c.answer![r] = Int32(r % Int(c.numChoices![r]))

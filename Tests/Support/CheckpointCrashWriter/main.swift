@@ -17,8 +17,8 @@ func checkpoint(step: Int) -> Checkpoint {
     return Checkpoint(
         step: step, epoch: step / 3, seed: 0xDEAD_BEEF_0000_0001, config: "{\"model\": {\"fusion\": \"dehvf\"}, \"ü\": 1}",
         backbone: "vision 123 sha256:ab; language 456 sha256:cd",
-        params: shapes.map { ($0.0, t($0.1, 0.25)) }, expAvg: shapes.map { ($0.0, t($0.1, 0.5)) },
-        expAvgSq: shapes.map { ($0.0, t($0.1, 0.75)) }, lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
+        params: TensorSet(shapes.map { ($0.0, t($0.1, 0.25)) }), expAvg: TensorSet(shapes.map { ($0.0, t($0.1, 0.5)) }),
+        expAvgSq: TensorSet(shapes.map { ($0.0, t($0.1, 0.75)) }), lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
 }
 
 let dir = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "."

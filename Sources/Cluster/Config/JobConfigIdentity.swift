@@ -1,0 +1,43 @@
+import Foundation
+
+extension JobConfig {
+    /// The resolved config as canonical JSON: sorted keys, no whitespace, `/` unescaped. Equal configs
+    /// give equal bytes, so it can be stored in checkpoints and hashed into ``jobID``.
+    public func canonicalJSON() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain structs of strings, numbers and bools cannot fail.
+        let data = try! encoder.encode(self)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Parses JSON written by ``canonicalJSON()`` (for example a checkpoint's `config` attribute), with
+    /// the same rules as a YAML file (JSON is YAML); its paths are absolute already.
+    public init(json: String) throws {
+        self = try JobConfig.parse(yaml: json, source: "the job config JSON", baseDirectory: "/")
+    }
+
+    /// A deterministic 64-bit job id: FNV-1a of the canonical JSON with the fields that say where and
+    /// how the job runs (cluster, security, checkpoint policy) reset to defaults, so a coordinator
+    /// resumed on another port or with more workers keeps the same id, while any change to what is
+    /// trained (model, data, optimizer, compute threads) makes a new one.
+    public var jobID: UInt64 {
+        var c = self
+        c.cluster = Cluster()
+        c.security = Security()
+        c.checkpoint = Checkpoint()
+        c.data.featureCache = nil
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in c.canonicalJSON().utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return h
+    }
+
+    /// ``jobID`` as 16 lowercase hex digits, for logs and file names.
+    public var jobIDString: String {
+        let s = String(jobID, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

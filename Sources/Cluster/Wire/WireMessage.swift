@@ -1,0 +1,127 @@
+import Foundation
+import Model
+
+/// The wire protocol version this build speaks. Bump on any incompatible change.
+public let wireProtocolVersion: UInt16 = 1
+
+/// Message kinds; the raw value is the byte on the wire.
+public enum MessageKind: UInt8, Sendable, CaseIterable {
+    case hello = 1, welcome, refuse, heartbeat, work, params, result, bye, stop
+}
+
+/// Worker → coordinator: asks to join.
+public struct Hello: Sendable, Equatable {
+    public var workerName: String
+    /// Fingerprint of the frozen backbone the worker holds (sizes and SHA-256 of its safetensors).
+    public var backbone: String
+    public var protocolVersion: UInt16
+    public var computeThreads: UInt32
+    public init(workerName: String, backbone: String, protocolVersion: UInt16 = wireProtocolVersion, computeThreads: UInt32) {
+        self.workerName = workerName
+        self.backbone = backbone
+        self.protocolVersion = protocolVersion
+        self.computeThreads = computeThreads
+    }
+}
+
+/// Coordinator → worker: admitted; here is the job (canonical config JSON) and the current parameters.
+public struct Welcome: Sendable, Equatable {
+    public var configJSON: String
+    public var params: TensorSet
+    public init(configJSON: String, params: TensorSet) {
+        self.configJSON = configJSON
+        self.params = params
+    }
+}
+
+/// Coordinator → worker: compute the gradient of one micro-batch at the envelope's step.
+public struct Work: Sendable, Equatable {
+    public var epoch: UInt64
+    public var microBatch: UInt32
+    /// Dataset row indices of the micro-batch's samples, in order.
+    public var samples: [Int64]
+    /// Whether dropout is on (training) or off (evaluation).
+    public var dropout: Bool
+    public init(epoch: UInt64, microBatch: UInt32, samples: [Int64], dropout: Bool) {
+        self.epoch = epoch
+        self.microBatch = microBatch
+        self.samples = samples
+        self.dropout = dropout
+    }
+}
+
+/// Worker → coordinator: one micro-batch's gradient record.
+public struct WorkResult: Sendable, Equatable {
+    public var microBatch: UInt32
+    public var gradients: MicroBatchGradients
+    /// Wall time the worker spent computing it (for the coordinator's communication/compute split).
+    public var computeSeconds: Double
+    public init(microBatch: UInt32, gradients: MicroBatchGradients, computeSeconds: Double = 0) {
+        self.microBatch = microBatch
+        self.gradients = gradients
+        self.computeSeconds = computeSeconds
+    }
+
+    public static func == (a: WorkResult, b: WorkResult) -> Bool {
+        a.microBatch == b.microBatch && a.gradients == b.gradients
+            && a.computeSeconds.bitPattern == b.computeSeconds.bitPattern
+    }
+}
+
+/// The body of a message.
+public enum Message: Sendable, Equatable {
+    case hello(Hello)
+    case welcome(Welcome)
+    /// Coordinator → worker: not admitted (wrong backbone, wrong protocol version, …).
+    case refuse(reason: String)
+    /// Both ways: still alive.
+    case heartbeat
+    case work(Work)
+    /// Coordinator → worker: the parameters after the optimizer step that produced envelope.step.
+    case params(TensorSet)
+    case result(WorkResult)
+    /// Worker → coordinator: leaving; the micro-batches it had not finished.
+    case bye(unfinished: [UInt32])
+    /// Coordinator → worker: the job is over; exit.
+    case stop
+
+    public var kind: MessageKind {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .refuse: .refuse
+        case .heartbeat: .heartbeat
+        case .work: .work
+        case .params: .params
+        case .result: .result
+        case .bye: .bye
+        case .stop: .stop
+        }
+    }
+
+    /// The tensors that travel as raw frames after the meta frame, in order.
+    public var tensors: TensorSet {
+        switch self {
+        case .welcome(let w): w.params
+        case .params(let p): p
+        case .result(let r): r.gradients.grads
+        default: TensorSet()
+        }
+    }
+}
+
+/// A message with its header fields. `step` is the fencing token: replies for an older step or another
+/// job are dropped.
+public struct Envelope: Sendable, Equatable {
+    public var jobID: UInt64
+    public var step: UInt64
+    public var message: Message
+    public var version: UInt16
+
+    public init(jobID: UInt64, step: UInt64, _ message: Message, version: UInt16 = wireProtocolVersion) {
+        self.jobID = jobID
+        self.step = step
+        self.message = message
+        self.version = version
+    }
+}

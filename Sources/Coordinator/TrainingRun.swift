@@ -1,0 +1,163 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import Model
+import Shard
+import Training
+import Transport
+
+/// One `coordinator train`: the step loop around an executor that computes micro-batches.
+final class TrainingRun {
+    let job: JobConfig
+    let engine: TrainingEngine
+    let sampler: Sampler
+    let state: TrainState
+    let totalSteps: Int
+    let log: FileHandle
+    var timings = StepTimings()
+    /// The step of the newest checkpoint this run wrote or resumed from.
+    var savedStep: Int?
+
+    /// A run without --resume must not silently overwrite (and then rotate away) an earlier run's
+    /// checkpoints, which is what forgetting --resume after a crash would do: refuse, or with `fresh`
+    /// remove the earlier run's checkpoints and log.
+    static func claim(_ dir: String, fresh: Bool) throws {
+        let fm = FileManager.default
+        let names = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter {
+            ($0.hasPrefix("step-") && $0.hasSuffix(".h5")) || $0 == "latest" || $0 == "train.jsonl"
+        }
+        let checkpoints = names.filter { $0.hasPrefix("step-") }.sorted()
+        guard !checkpoints.isEmpty else { return }
+        guard fresh else {
+            throw UserError("\(dir) already holds checkpoints of an earlier run (newest: \(checkpoints.last!)). "
+                + "Continue it with --resume latest, or start over with --fresh (which removes them and its train.jsonl), "
+                + "or set checkpoint.dir to a new directory")
+        }
+        for name in names { try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(name)) }
+        Console.say("train: --fresh: removed \(checkpoints.count) checkpoint(s) and the log of the earlier run in \(dir)")
+    }
+
+    init(job: JobConfig, resume: String?) throws {
+        self.job = job
+        let start = Date()
+        engine = try TrainingEngine(job: job)
+        sampler = try Sampler(count: engine.train.count, globalBatch: job.data.globalBatch,
+                              microBatch: job.data.microBatch, seed: UInt64(job.data.seed))
+        guard sampler.stepsPerEpoch > 0 else {
+            throw UserError("data.global_batch (\(job.data.globalBatch)) is larger than the training set (\(engine.train.count) samples)")
+        }
+        totalSteps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
+        if let resume {
+            let checkpoint: Checkpoint
+            if resume == "latest" {
+                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path) else {
+                    throw UserError("--resume latest: no checkpoint in \(job.checkpoint.dir) (no 'latest' file); start without --resume")
+                }
+                checkpoint = c
+            } else {
+                checkpoint = try Checkpoint.read(path: resume)
+            }
+            state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.fingerprint)
+            savedStep = state.step
+            Console.say("train: resumed from \(checkpoint.source ?? resume) at step \(state.step)")
+        } else {
+            state = TrainState(params: engine.initialParameters())
+        }
+        try FileManager.default.createDirectory(atPath: job.checkpoint.dir.path, withIntermediateDirectories: true)
+        let logPath = job.checkpoint.dir.appending("train.jsonl")
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        let count = engine.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        Console.say("train: \(job.model.fusion), \(count) trainable parameters, \(engine.train.count) samples, "
+            + "\(totalSteps) steps of \(job.data.globalBatch) (\(sampler.microBatchesPerStep) micro-batches of \(job.data.microBatch)); "
+            + "loaded in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+    }
+
+    func run() throws {
+        do {
+            try train()
+        } catch let i as Interrupted {
+            // Preempted (Slurm's --signal, Ctrl-C): keep what the completed steps earned.
+            Console.progress("", final: true)
+            if state.step > 0 { try saveCheckpoint() }
+            Console.say("train: stopped by signal \(i.signal) after step \(state.step); continue with --resume latest")
+            throw ExitCode(128 + i.signal)
+        }
+    }
+
+    private func train() throws {
+        let executor: StepExecutor = try makeExecutor()
+        var running = true
+        defer { if running { executor.shutdown() } }
+        let started = Date(), firstStep = state.step
+        while state.step < totalSteps {
+            if let sig = Interruption.signal { throw Interrupted(signal: sig) }
+            let step = state.step
+            let stepStart = Date()
+            let ids = sampler.microBatches(globalStep: step)
+            let records = try executor.gradients(
+                step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
+            let exchanged = Date()
+            let combined = try ExactSum.combine(records)
+            let loss = try state.apply(combined, optim: job.optim, totalSteps: totalSteps)
+            let now = Date()
+            // Where the step went: compute per worker (micro-batch time spread over the workers), the
+            // rest of the exchange (messages, scheduling, waiting), and the exact sum + AdamW here.
+            let compute = executor.lastComputeSeconds / Double(max(1, min(executor.workersAlive, ids.count)))
+            let timing = StepTiming(wall: now.timeIntervalSince(stepStart), compute: compute,
+                                    exchange: max(0, exchanged.timeIntervalSince(stepStart) - compute),
+                                    combine: now.timeIntervalSince(exchanged))
+            if step - firstStep >= 10 { timings.add(timing) }
+            let done = state.step - firstStep
+            let rate = Double(done * job.data.globalBatch) / now.timeIntervalSince(started)
+            let eta = Double(totalSteps - state.step) * now.timeIntervalSince(started) / Double(done)
+            let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
+            writeLog(["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr, "labels": Int(combined.labelCount),
+                      "step_s": timing.wall, "compute_s": timing.compute, "exchange_s": timing.exchange,
+                      "combine_s": timing.combine, "samples_per_s": rate, "workers": executor.workersAlive])
+            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
+                                    loss, lr, rate, executor.status, formatDuration(eta)))
+            if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
+                try saveCheckpoint()
+            }
+        }
+        executor.shutdown()
+        running = false
+        if let summary = timings.summary { Console.say("train: \(summary)") }
+        let elapsed = Date().timeIntervalSince(started)
+        Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
+                                formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
+                         final: true)
+        if let evalPath = job.data.eval?.path {
+            let report = try engine.evaluate(try engine.open(evalPath), params: state.params, batchSize: job.data.globalBatch)
+            writeLog(["eval": evalPath, "step": state.step, "accuracy": report.overall?.accuracy ?? .nan, "loss": report.loss])
+            Console.say(report.summary)
+        }
+    }
+
+    func saveCheckpoint() throws {
+        guard savedStep != state.step else { return }
+        defer { savedStep = state.step }
+        let epoch = sampler.position(globalStep: max(state.step - 1, 0)).epoch
+        let path = try state.checkpoint(job: job, backbone: engine.fingerprint, epoch: epoch)
+            .write(to: job.checkpoint.dir.path, keep: job.checkpoint.keep)
+        if !Console.isTerminal { Console.say("train: checkpoint \(path)") }
+    }
+
+    func writeLog(_ fields: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        log.write(data + Data("\n".utf8))
+    }
+
+    func makeExecutor() throws -> StepExecutor {
+        switch job.cluster.launcher {
+        case .inprocess: return InProcessExecutor(engine: engine)
+        case .local, .manual, .slurm:
+            return try DistributedExecutor(job: job, fingerprint: engine.fingerprint, step: state.step, params: state.params)
+        }
+    }
+}
+
+/// A signal asked the job to stop between steps.
+struct Interrupted: Error { var signal: Int32 }

@@ -1,0 +1,50 @@
+import Crypto
+import Foundation
+
+/// The identity of a frozen backbone's weights, stored as the checkpoint's `backbone` attribute
+/// (DESIGN §5) and compared by a worker before it accepts a job (§7).
+///
+/// For one model directory: the safetensors files its weights are loaded from (the shards the index
+/// names, else `model.safetensors`), in file-name order, each as `name:size:sha256hex`, joined by `,`.
+/// For a vision + language pair: `vision=<that>;language=<that>`. Only the weight files count, not
+/// `config.json`; a changed architecture changes tensor shapes and fails loading anyway.
+public enum BackboneFingerprint {
+    /// The fingerprint of one model directory's weights.
+    /// Shards are hashed concurrently (SHA-256 runs at about 1 GB/s per core here, so a 14 GB 7B model
+    /// in several shards is hashed in seconds rather than tens of seconds).
+    public static func of(directory: URL) throws -> String {
+        let urls = try SafetensorsArchive.weightFiles(in: directory)
+        var results = [Result<String, Error>](repeating: .success(""), count: urls.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: urls.count) { i in
+            let result = Result<String, Error> {
+                let map = try MappedFile(url: urls[i])
+                return "\(urls[i].lastPathComponent):\(map.count):\(sha256Hex(map.bytes))"
+            }
+            lock.withLock { results[i] = result }
+        }
+        return try results.map { try $0.get() }.joined(separator: ",")
+    }
+
+    /// The fingerprint of a vision + language backbone pair.
+    public static func of(vision: URL, language: URL) throws -> String {
+        pair(vision: try of(directory: vision), language: try of(directory: language))
+    }
+
+    /// `vision=<vision>;language=<language>`: a pair's fingerprint from its two directories' fingerprints.
+    public static func pair(vision: String, language: String) -> String { "vision=\(vision);language=\(language)" }
+
+    /// SHA-256 of `bytes` as lowercase hex, hashed in 16 MiB chunks straight from the buffer (a memory map,
+    /// so nothing is copied and only the chunk being hashed needs to be resident).
+    public static func sha256Hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        var hasher = SHA256()
+        let chunk = 16 << 20
+        var start = 0
+        while start < bytes.count {
+            let end = min(start + chunk, bytes.count)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+            start = end
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}

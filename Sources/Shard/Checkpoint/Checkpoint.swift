@@ -1,0 +1,225 @@
+import Foundation
+import Model
+
+/// A training checkpoint (DESIGN §5): parameters, AdamW moments and loss history after `step` steps.
+///
+/// On disk: `step-NNNNNNNN.h5` files in a directory, beside a `latest` text file naming the newest.
+/// Both are replaced durably (temporary name, fsync, rename, fsync of the directory), and `latest`
+/// moves only after the checkpoint it names is safe, so a crash at any moment leaves `latest` naming a
+/// complete file (or absent before the first checkpoint).
+public struct Checkpoint: @unchecked Sendable {
+    public static let format = "dehvf-checkpoint"
+    public static let version: Int64 = 1
+    public static let latestName = "latest"
+
+    /// Optimizer steps completed.
+    public var step: Int
+    public var epoch: Int
+    public var seed: UInt64
+    /// The job config as JSON.
+    public var config: String
+    /// Fingerprint of the frozen weights (sizes and SHA-256 of the safetensors files).
+    public var backbone: String
+    public var params: TensorSet
+    public var expAvg: TensorSet
+    public var expAvgSq: TensorSet
+    /// One loss per completed step (count == step).
+    public var lossHistory: [Float]
+    /// The file this was read from, if it was.
+    public var source: String?
+
+    public init(step: Int, epoch: Int, seed: UInt64, config: String, backbone: String, params: TensorSet,
+                expAvg: TensorSet, expAvgSq: TensorSet, lossHistory: [Float]) {
+        self.step = step
+        self.epoch = epoch
+        self.seed = seed
+        self.config = config
+        self.backbone = backbone
+        self.params = params
+        self.expAvg = expAvg
+        self.expAvgSq = expAvgSq
+        self.lossHistory = lossHistory
+    }
+
+    /// `step-NNNNNNNN.h5`.
+    public static func fileName(step: Int) -> String { String(format: "step-%08d.h5", step) }
+
+    /// The step of a checkpoint file name, or nil if `name` is not one.
+    public static func step(ofFileName name: String) -> Int? {
+        guard name.hasPrefix("step-"), name.hasSuffix(".h5") else { return nil }
+        let digits = name.dropFirst(5).dropLast(3)
+        guard digits.count >= 8, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+        return Int(digits)
+    }
+
+    // MARK: Writing
+
+    /// Writes this checkpoint into `dir` (created if needed), moves `latest` to it, then deletes all but
+    /// the newest `keep` checkpoint files (and temporaries left by a crashed writer). Returns the path.
+    @discardableResult
+    public func write(to dir: String, keep: Int) throws -> String {
+        guard keep >= 1 else {
+            throw ShardError(.badValue, "checkpoint.keep must be at least 1", path: dir, expected: ">= 1",
+                             found: "\(keep)")
+        }
+        try checkConsistent(path: dir)
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw ShardError(.io, "cannot create the checkpoint directory", path: dir, cause: error)
+        }
+        let name = Self.fileName(step: step)
+        let path = (dir as NSString).appendingPathComponent(name)
+        try DurableFile.write(path) { tmp in try writeFile(tmp) }
+        try DurableFile.write((dir as NSString).appendingPathComponent(Self.latestName), text: name + "\n")
+        try Self.prune(dir: dir, keep: keep, protecting: name)
+        return path
+    }
+
+    private func writeFile(_ path: String) throws {
+        let file = try HDF5File.create(path)
+        let root = file.root
+        try root.setAttribute("format", string: Self.format)
+        try root.setAttribute("version", int: Self.version)
+        try root.setAttribute("step", int: Int64(step))
+        try root.setAttribute("epoch", int: Int64(epoch))
+        try root.setAttribute("seed", int: Int64(bitPattern: seed))
+        try root.setAttribute("config", string: config)
+        try root.setAttribute("backbone", string: backbone)
+        try TensorFile.write(params, into: try root.createGroup("params"))
+        let optimizer = try root.createGroup("optimizer")
+        try TensorFile.write(expAvg, into: try optimizer.createGroup("exp_avg"))
+        try TensorFile.write(expAvgSq, into: try optimizer.createGroup("exp_avg_sq"))
+        let history = try root.createGroup("history")
+        try history.write("loss", lossHistory, shape: [lossHistory.count],
+                          chunk: lossHistory.isEmpty ? nil : [lossHistory.count], fletcher32: !lossHistory.isEmpty)
+        try file.flush()
+        try file.close()
+    }
+
+    /// Parameters and both moments name the same tensors with the same shapes; the loss history has
+    /// one entry per step.
+    private func checkConsistent(path: String) throws {
+        func sig(_ l: TensorSet) -> [String] { l.map(\.description) }
+        for (label, list) in [("optimizer/exp_avg", expAvg), ("optimizer/exp_avg_sq", expAvgSq)]
+        where sig(list) != sig(params) {
+            throw ShardError(.badShape, "optimizer state does not match the parameters", path: path, object: label,
+                             expected: sig(params).joined(separator: " "), found: sig(list).joined(separator: " "))
+        }
+        if lossHistory.count != step {
+            throw ShardError(.badShape, "history/loss must hold one loss per step", path: path,
+                             object: "/history/loss", expected: "[\(step)]", found: "[\(lossHistory.count)]")
+        }
+    }
+
+    /// Deletes checkpoint files beyond the newest `keep` (by step) and stale temporaries; never `protecting`.
+    static func prune(dir: String, keep: Int, protecting: String) throws {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        let steps = names.compactMap { n in step(ofFileName: n).map { (n, $0) } }.sorted { $0.1 > $1.1 }
+        var keepSet: Set<String> = [protecting]
+        for (n, _) in steps where keepSet.count < keep { keepSet.insert(n) }
+        for (n, _) in steps where !keepSet.contains(n) { unlink((dir as NSString).appendingPathComponent(n)) }
+        let mine = "-\(getpid())"
+        for n in names where DurableFile.isTemporary(n) && !n.hasSuffix(mine) {
+            unlink((dir as NSString).appendingPathComponent(n))
+        }
+    }
+
+    // MARK: Reading
+
+    /// The checkpoint `latest` names in `dir`, or nil when there is no `latest` yet.
+    public static func readLatest(dir: String) throws -> Checkpoint? {
+        let latest = (dir as NSString).appendingPathComponent(latestName)
+        guard FileManager.default.fileExists(atPath: latest) else { return nil }
+        guard let data = FileManager.default.contents(atPath: latest),
+              let text = String(data: data, encoding: .utf8) else {
+            throw ShardError(.io, "cannot read the latest pointer", path: latest)
+        }
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard step(ofFileName: name) != nil else {
+            throw ShardError(.corrupt, "latest does not name a checkpoint file", path: latest,
+                             expected: "step-NNNNNNNN.h5", found: "\"\(name)\"")
+        }
+        return try read(path: (dir as NSString).appendingPathComponent(name))
+    }
+
+    /// A checkpoint named the ways a user names one: a file, a checkpoint directory (its `latest`), or
+    /// a `latest` file.
+    public static func read(fileOrDirectory path: String) throws -> Checkpoint {
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        let latestDirectory = exists && isDirectory.boolValue ? path
+            : (path as NSString).lastPathComponent == latestName ? (path as NSString).deletingLastPathComponent : nil
+        guard let dir = latestDirectory else { return try read(path: path) }
+        guard let c = try readLatest(dir: dir.isEmpty ? "." : dir) else {
+            throw ShardError(.cannotOpen, "no checkpoint here yet (no 'latest' file)", path: path,
+                             expected: "a checkpoint file, or a directory with a 'latest' file")
+        }
+        return c
+    }
+
+    /// Reads and verifies a checkpoint file: attributes present and typed, every tensor's checksum,
+    /// moments shaped like the parameters, one loss per step.
+    public static func read(path: String) throws -> Checkpoint {
+        let file = try HDF5File.open(path)
+        let root = file.root
+        let format = try root.readString("format")
+        guard format == Self.format else {
+            throw ShardError(.badAttribute, "not a DEHVF checkpoint", path: path, object: "@format",
+                             expected: "\"\(Self.format)\"", found: "\"\(format)\"")
+        }
+        let version = try root.readInt("version")
+        guard version == Self.version else {
+            throw ShardError(.badAttribute, "unsupported checkpoint version", path: path, object: "@version",
+                             expected: "\(Self.version)", found: "\(version)")
+        }
+        let step = Int(try root.readInt("step")), epoch = Int(try root.readInt("epoch"))
+        let seed = UInt64(bitPattern: try root.readInt("seed"))
+        let config = try root.readString("config"), backbone = try root.readString("backbone")
+        let optimizer = try root.openGroup("optimizer")
+        let loss = try root.openGroup("history").openDataset("loss")
+        try loss.require(.float32)
+        var c = Checkpoint(
+            step: step, epoch: epoch, seed: seed, config: config, backbone: backbone,
+            params: try TensorFile.read(group: try root.openGroup("params")),
+            expAvg: try TensorFile.read(group: try optimizer.openGroup("exp_avg")),
+            expAvgSq: try TensorFile.read(group: try optimizer.openGroup("exp_avg_sq")),
+            lossHistory: [])
+        try loss.require(shape: [c.step], meaning: "one loss per step")
+        do {
+            c.lossHistory = try loss.readAll(as: Float.self)
+        } catch var e as ShardError {
+            e.message = "history/loss is corrupt: " + e.message
+            throw e
+        }
+        try c.checkConsistent(path: path)
+        c.source = path
+        return c
+    }
+
+    // MARK: Compatibility
+
+    /// Throws `.incompatibleCheckpoint` listing every difference between this checkpoint and the job:
+    /// backbone fingerprint, missing, unexpected and misshapen parameters.
+    public func validate(backbone expectedBackbone: String, parameters: [(String, [Int])]) throws {
+        var problems: [String] = []
+        if backbone != expectedBackbone {
+            problems.append("backbone fingerprint differs (checkpoint \(backbone), job \(expectedBackbone))")
+        }
+        let mine = Dictionary(params.map { ($0.name, $0.tensor.shape) }, uniquingKeysWith: { a, _ in a })
+        let wanted = Dictionary(parameters, uniquingKeysWith: { a, _ in a })
+        for (name, shape) in parameters {
+            guard let have = mine[name] else { problems.append("parameter \(name) \(shape) missing"); continue }
+            if have != shape { problems.append("parameter \(name) has shape \(have), job expects \(shape)") }
+        }
+        for (name, shape) in params.shapes where wanted[name] == nil {
+            problems.append("unexpected parameter \(name) \(shape)")
+        }
+        if !problems.isEmpty {
+            throw ShardError(.incompatibleCheckpoint, "checkpoint does not belong to this job: "
+                             + problems.joined(separator: "; ")
+                             + ". Resume with the same model and fusion settings, or start a new checkpoint.dir",
+                             path: source)
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Model
+
+/// Named float32 tensors in HDF5 groups: what checkpoints and `inspect gradients` output are made of.
+/// A name such as `router.weight` is one dataset name inside its group (never a path).
+public enum TensorFile {
+    /// Writes `tensors` as float32 datasets of `group`, in order, each Fletcher-32 checksummed
+    /// (chunked as one chunk per tensor).
+    public static func write(_ tensors: TensorSet, into group: HDF5Group) throws {
+        for (name, t) in zip(tensors.names, tensors.tensors) {
+            if name.isEmpty || name.contains("/") {
+                throw ShardError(.badValue, "a tensor name must be non-empty and contain no '/'", path: group.path,
+                                 object: group.name, expected: "a flat name like router.weight", found: "\"\(name)\"")
+            }
+            try group.write(name, UnsafeBufferPointer(t.buffer), shape: t.shape,
+                            chunk: t.shape.isEmpty ? nil : t.shape, fletcher32: !t.shape.isEmpty)
+        }
+    }
+
+    /// Reads every dataset of `group` as a float32 tensor, in creation order when the file recorded it.
+    /// A checksum failure is `.corrupt` naming the tensor.
+    public static func read(group: HDF5Group) throws -> TensorSet {
+        TensorSet(try group.childNames().map { name in NamedTensor(name, try readTensor(name, in: group)) })
+    }
+
+    /// Reads one float32 dataset of `group` as a tensor.
+    public static func readTensor(_ name: String, in group: HDF5Group) throws -> Tensor {
+        let ds = try group.openDataset(name)
+        try ds.require(.float32)
+        let t = Tensor(zeros: ds.shape)
+        do {
+            try ds.readAll(into: t.buffer)
+        } catch var e as ShardError {
+            if e.code == .corrupt || e.code == .hdf5 {
+                e.code = .corrupt
+                e.message = "tensor \(name) is corrupt (its Fletcher-32 checksum or storage does not verify); "
+                    + "the file is damaged: use an older checkpoint or recompute it"
+            }
+            throw e
+        }
+        return t
+    }
+
+    /// Writes a standalone file (replacing `path`, durably): each group of named tensors, tensors at the
+    /// root (such as `loss`), and string/int root attributes. For `inspect gradients`:
+    /// `write(to: p, groups: [("grads", grads)], root: TensorSet([NamedTensor("loss", lossScalar)]))`.
+    public static func write(to path: String, groups: [(String, TensorSet)], root: TensorSet = TensorSet(),
+                             strings: [(String, String)] = [], ints: [(String, Int64)] = []) throws {
+        try DurableFile.write(path) { tmp in
+            let file = try HDF5File.create(tmp)
+            for (k, v) in strings { try file.root.setAttribute(k, string: v) }
+            for (k, v) in ints { try file.root.setAttribute(k, int: v) }
+            for (g, tensors) in groups { try write(tensors, into: try file.root.createGroup(g)) }
+            try write(root, into: file.root)
+            try file.flush()
+            try file.close()
+        }
+    }
+}

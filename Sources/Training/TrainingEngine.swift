@@ -1,0 +1,97 @@
+import Cluster
+import Crypto
+import Foundation
+import Model
+import Shard
+
+/// Everything needed to compute a micro-batch of a job, in any process: the frozen backbone (memory
+/// mapped), the datasets, the model with its fuser, and the per-run cache of candidate ViT features.
+/// Used by `worker` and by the coordinator's `inprocess` launcher, so both compute the same bits.
+public final class TrainingEngine {
+    public let job: JobConfig
+    public let backbone: Backbone
+    public let fuser: FuserConfig
+    public let model: DEHVFModel
+    public let train: DatasetFile
+    private var caches: [String: FeatureCache] = [:]
+
+    /// Loads the backbones and opens (and validates) the training dataset; sets the BLAS thread count
+    /// to `compute.threads` (part of the determinism contract).
+    public init(job: JobConfig) throws {
+        self.job = job
+        BLAS.setThreads(job.compute.threads)
+        backbone = try Backbone.open(vision: job.model.vision.path, language: job.model.language.path)
+        fuser = try FuserConfig(job: job.model, vision: backbone.vision.config, language: backbone.language.config)
+        train = try DatasetFile(path: job.data.train.path)
+        try Self.check(train, vision: backbone.vision.config)
+        model = DEHVFModel(llama: backbone.language, config: fuser, initial: fuser.initialParameters(seed: UInt64(job.data.seed)))
+    }
+
+    /// The backbone's fingerprint (DESIGN.md §5): a worker holding another is refused.
+    public var fingerprint: String { backbone.fingerprint }
+
+    /// The job's initial trainable parameters (a pure function of `data.seed`).
+    public func initialParameters() -> TensorSet { fuser.initialParameters(seed: UInt64(job.data.seed)) }
+
+    /// Opens another dataset of this job (e.g. `data.eval`), checked against the vision model.
+    public func open(_ path: String) throws -> DatasetFile {
+        let d = try DatasetFile(path: path)
+        try Self.check(d, vision: backbone.vision.config)
+        return d
+    }
+
+    static func check(_ d: DatasetFile, vision: CLIPVisionConfig) throws {
+        guard d.imageHeight == vision.imageSize, d.imageWidth == vision.imageSize else {
+            throw ShardError(.badShape, "the images do not fit the vision model; prepare the data with --image-size \(vision.imageSize)",
+                             path: d.path, object: "/images", expected: "\(vision.imageSize)x\(vision.imageSize)",
+                             found: "\(d.imageHeight)x\(d.imageWidth)")
+        }
+    }
+
+    /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
+    public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
+        let mb = try dataset.readBatch(indices: indices, images: false)
+        let cache = try caches[dataset.path] ?? {
+            let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset))
+            caches[dataset.path] = c
+            return c
+        }()
+        let withImage = indices.enumerated().filter { mb.hasImage[$0.offset] != 0 }
+        let feats = try cache.features(for: withImage.map(\.element)) { missing in
+            try dataset.normalizedImages(indices: missing)
+        }
+        var features = [Tensor?](repeating: nil, count: indices.count)
+        for ((position, _), f) in zip(withImage, feats) { features[position] = f }
+        let batch = TrainingBatch(tokens: mb.tokens, inputIDs: mb.inputIDs, labels: mb.labels, lengths: mb.lengths,
+                                  sampleIndices: indices, features: features)
+        return (batch, mb)
+    }
+
+    /// With `data.feature_cache`: the store for `dataset`'s features, in a subdirectory named by what the
+    /// features depend on (the ViT's fingerprint, the candidate layers, the pooling, and the dataset file's
+    /// path, size and modification time), so a changed backbone or dataset never reads stale features.
+    func featureStore(_ dataset: DatasetFile) throws -> FeatureStore? {
+        guard let root = job.data.featureCache else { return nil }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: dataset.path)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+        let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        let identity = "\(backbone.visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
+            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)"
+        let key = SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return try FeatureStore(directory: URL(fileURLWithPath: root.appending(key))) { message in
+            FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+        }
+    }
+
+    /// Vision-tower runs so far for `dataset` (each image at most once per run).
+    public func visionRuns(_ dataset: DatasetFile) -> Int { caches[dataset.path]?.visionRuns ?? 0 }
+
+    /// One micro-batch of training data: loss sum, label count and summed gradients. Dropout masks are
+    /// keyed by (seed, step, sample, layer, element), so the result does not depend on who computes it.
+    public func gradients(indices: [Int], params: TensorSet, step: Int, dropout: Bool,
+                          dataset: DatasetFile? = nil) throws -> MicroBatchGradients {
+        let (batch, _) = try self.batch(dataset ?? train, indices: indices)
+        let mask = dropout ? DropoutMask(p: fuser.dropout, seed: UInt64(job.data.seed), step: step) : nil
+        return try model.gradients(batch, params: params, dropout: mask)
+    }
+}
