@@ -21,15 +21,8 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def fingerprint(directory):
-    files = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
-    parts = []
-    for name in files:
-        data = open(os.path.join(directory, name), "rb").read()
-        parts.append(f"{name}:{len(data)}:{hashlib.sha256(data).hexdigest()}")
-    return ",".join(parts)
+sys.path.insert(0, HERE)
+import fingerprint  # noqa: E402  (the Swift fingerprint, reproduced)
 
 
 def make_backbones(out):
@@ -101,8 +94,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     vcfg, lcfg = make_backbones(out)
     make_dataset(os.path.join(out, "data.h5"))
-    backbone = (f"vision={fingerprint(os.path.join(out, 'vision'))};"
-                f"language={fingerprint(os.path.join(out, 'language'))}")
+    backbone = fingerprint.pair(os.path.join(out, "vision"), os.path.join(out, "language"))
     modes = {"dehvf": dict(vision_layers=[1, 2, 4], visual_tokens=4), "memvp": dict(visual_tokens=0),
              "concat": dict(visual_tokens=4)}
     rng = np.random.default_rng(2)

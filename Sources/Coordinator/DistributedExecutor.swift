@@ -16,7 +16,7 @@ final class DistributedExecutor: StepExecutor {
     }
 
     /// How often to say so while no worker is connected.
-    static let waitingReminderMs: Millis = 10_000
+    static let waitingReminderMs: Millis = 30_000
 
     let job: JobConfig
     let queue = EventQueue<Event>()
@@ -24,16 +24,29 @@ final class DistributedExecutor: StepExecutor {
     let router: SocketThread
     var zap: ZAPHandler?
     var core: CoordinatorCore
+    /// The members, as the socket thread's filter sees them (it drops everyone else's messages but Hello).
+    let admitted = AdmittedPeers()
+    let limits: WireLimits
     var local: LocalWorkers?
     var lastStepMs: Millis = 0
     private(set) var lastComputeSeconds = 0.0
     /// While no worker is live: when to next say we are waiting.
     var nextReminder: Millis?
 
-    init(job: JobConfig, fingerprint: String, step: Int, params: TensorSet) throws {
+    /// - Parameter maxLabelsPerSample: label tokens a row can have (the dataset's tokens per row).
+    init(job: JobConfig, fingerprint: String, step: Int, params: TensorSet, maxLabelsPerSample: Int) throws {
         self.job = job
         context = try ZMQContext()
+        limits = WireLimits.forJob(parameters: params, microBatch: job.data.microBatch)
         var options = SocketOptions()
+        options.maxMessageBytes = limits.maxFrameBytes
+        options.incomingFilter = { [admitted] identity, userID, frames in
+            admitted.accepts(WorkerID(identity ?? [], key: userID), frames: frames)
+        }
+        if job.security.insecure, !job.security.curve, let (host, _) = JobConfig.parseTCP(job.cluster.bind), !JobConfig.isLoopback(host) {
+            Console.say("coordinator: WARNING: \(job.cluster.bind) accepts workers from other hosts without CURVE "
+                + "(security.insecure: true): anyone who can reach it can join this job and send it gradients")
+        }
         if job.security.curve {
             let pair = try CurveKeyPair(secretKeyFile: job.security.secretKey.path)
             let q = queue
@@ -46,8 +59,11 @@ final class DistributedExecutor: StepExecutor {
             throw UserError("cannot listen on cluster.bind \(job.cluster.bind). Is another coordinator running there? "
                 + "Pick another port with --set cluster.bind=tcp://HOST:PORT", cause: error)
         }
-        core = CoordinatorCore(jobID: job.jobID, configJSON: job.canonicalJSON(), backbone: fingerprint, step: UInt64(step),
-                               params: params, heartbeatMs: Millis(job.cluster.heartbeatMs), timeoutMs: Millis(job.cluster.timeoutMs))
+        let policy = StepScheduler.Policy(backupAfterMs: 1000, workTimeoutMs: Millis(job.cluster.workTimeoutMs),
+                                          maxLabelsPerSample: Int64(maxLabelsPerSample))
+        core = CoordinatorCore(jobID: job.jobID, computeID: job.computeID, configJSON: job.workerPart.canonicalJSON(),
+                               backbone: fingerprint, step: UInt64(step), params: params,
+                               heartbeatMs: Millis(job.cluster.heartbeatMs), timeoutMs: Millis(job.cluster.timeoutMs), policy: policy)
         router.forward(into: queue) { .socket($0) }
         let q = queue
         Interruption.observe { q.post(.signal($0)) }
@@ -80,7 +96,8 @@ final class DistributedExecutor: StepExecutor {
             let now = monotonicMillis()
             if let due = core.nextDeadline, now >= due { directives += core.tick(now: now) }
             if let due = nextReminder, now >= due {
-                Console.progress("step \(step): waiting for workers to join \(router.endpoint) ...")
+                Console.say("coordinator: step \(step): no worker is connected; waiting for workers to join \(router.endpoint)"
+                    + (job.cluster.launcher == .manual ? " (start them with `worker --join \(router.endpoint)`)" : ""))
                 nextReminder = now + Self.waitingReminderMs
             }
         }
@@ -88,15 +105,26 @@ final class DistributedExecutor: StepExecutor {
 
     private func handle(_ event: Event) throws -> [Directive] {
         switch event {
-        case .socket(.message(let identity, let frames)):
-            let id = WorkerID(identity ?? [])
-            do { return core.received(try WireCodec.decode(frames), from: id, now: monotonicMillis()) } catch let e as WireError {
-                return core.undecodable(e, from: id)
+        case .socket(.message(let identity, let userID, let frames)):
+            let id = WorkerID(identity ?? [], key: userID)
+            do {
+                // The header alone first: a peer that has not joined gets nothing past it decoded.
+                guard let first = frames.first, core.admits(id, kind: try WireCodec.header(first).kind) else {
+                    return [.log(.debug, "ignored a message from \(id), which has not joined")]
+                }
+                return core.received(try WireCodec.decode(frames, limits: limits), from: id, now: monotonicMillis())
+            } catch let e as WireError {
+                return core.undecodable(e, from: id, now: monotonicMillis())
             } catch {
                 return [.log(.warning, "dropped a message from \(id): \(error)")]
             }
         case .socket(.sendFailed(let identity, let error)):
-            return [.log(.debug, "send to \(WorkerID(identity ?? [])) failed: \(error)")]
+            guard let id = core.membership.live.first(where: { $0.identity == identity ?? [] }) else {
+                return [.log(.debug, "send to \(WorkerID(identity ?? [])) failed: \(error)")]
+            }
+            return [.log(.info, "send to \(id) failed (\(error)): it is gone")] + core.sendFailed(to: id, now: monotonicMillis())
+        case .socket(.dropped(let count)):
+            return [.log(.warning, "dropped \(count) incoming messages: more arrived than the coordinator could queue")]
         case .socket(.failed(let error)):
             return [.log(.warning, "the coordinator socket failed: \(error)")]
         case .zap(let d):
@@ -123,10 +151,17 @@ final class DistributedExecutor: StepExecutor {
                 nextReminder = nil
             case .workerDied, .workerLeft:
                 if workersAlive == 0 { nextReminder = monotonicMillis() + Self.waitingReminderMs }
+            case .workerEvicted(let id, let reason):
+                Console.say("coordinator: evicted \(id): \(reason)")
+                if workersAlive == 0 { nextReminder = monotonicMillis() + Self.waitingReminderMs }
             case .stepComplete(let done, let results):
                 if done == UInt64(step) { complete = results }
+            case .stepFailed(let failed, let microBatch, let reasons):
+                throw UserError("step \(failed): micro-batch \(microBatch) failed \(reasons.count) time(s), so the job cannot go on:\n  "
+                    + reasons.joined(separator: "\n  ") + "\nFix the cause (the data row, the disk, the settings) and continue with --resume latest")
             }
         }
+        admitted.set(core.membership.live)
         return complete
     }
 
@@ -135,5 +170,30 @@ final class DistributedExecutor: StepExecutor {
         local?.stop()
         router.stop()
         zap?.stop()
+    }
+}
+
+/// The members' identities, readable from the socket thread: its filter keeps a message only if it comes
+/// from a member, or is a small Hello (which anyone may send).
+final class AdmittedPeers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var members: Set<WorkerID> = []
+    /// A Hello is two short frames (header, name and fingerprint).
+    static let maxHelloBytes = 64 << 10
+
+    func set(_ live: [WorkerID]) {
+        lock.lock()
+        members = Set(live)
+        lock.unlock()
+    }
+
+    func accepts(_ id: WorkerID, frames: [ZMQMessage]) -> Bool {
+        lock.lock()
+        let member = members.contains(id)
+        lock.unlock()
+        if member { return true }
+        guard frames.count == 2, frames.reduce(0, { $0 + $1.count }) <= Self.maxHelloBytes,
+              let kind = try? WireCodec.header(frames[0]).kind else { return false }
+        return kind == MessageKind.hello.rawValue
     }
 }

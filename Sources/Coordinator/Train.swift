@@ -31,6 +31,9 @@ struct Train: ParsableCommand {
 
     func run() throws {
         Interruption.install()
+        // A file-size limit (ulimit -f) makes a write fail with EFBIG, which is reported, instead of
+        // killing the coordinator mid-checkpoint.
+        signal(SIGXFSZ, SIG_IGN)
         let config = try job.load()
         if resume == nil { try TrainingRun.claim(config.checkpoint.dir.path, fresh: fresh) }
         try TrainingRun(job: config, resume: resume).run()

@@ -17,6 +17,10 @@ final class TrainingRun {
     var timings = StepTimings()
     /// The step of the newest checkpoint this run wrote or resumed from.
     var savedStep: Int?
+    /// Steps skipped in a row because their combined gradient was not finite (as mixed-precision
+    /// training skips them); the job stops at ``maxConsecutiveSkips``.
+    var consecutiveSkips = 0
+    static let maxConsecutiveSkips = 3
 
     /// A run without --resume must not silently overwrite (and then rotate away) an earlier run's
     /// checkpoints, which is what forgetting --resume after a crash would do: refuse, or with `fresh`
@@ -100,7 +104,17 @@ final class TrainingRun {
                 step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
             let exchanged = Date()
             let combined = try ExactSum.combine(records)
-            let loss = try state.apply(combined, optim: job.optim, totalSteps: totalSteps)
+            let finite = combined.isFinite
+            let loss = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : state.skip(combined)
+            consecutiveSkips = finite ? 0 : consecutiveSkips + 1
+            if !finite {
+                Console.say("train: step \(step): the combined gradient is not finite; the step is skipped (parameters unchanged)")
+                guard consecutiveSkips < Self.maxConsecutiveSkips else {
+                    throw UserError("\(consecutiveSkips) steps in a row (the last is step \(step)) had non-finite gradients: the "
+                        + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
+                        + "an earlier checkpoint with --resume PATH")
+                }
+            }
             let now = Date()
             // Where the step went: compute per worker (micro-batch time spread over the workers), the
             // rest of the exchange (messages, scheduling, waiting), and the exact sum + AdamW here.
@@ -113,9 +127,15 @@ final class TrainingRun {
             let rate = Double(done * job.data.globalBatch) / now.timeIntervalSince(started)
             let eta = Double(totalSteps - state.step) * now.timeIntervalSince(started) / Double(done)
             let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
-            writeLog(["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr, "labels": Int(combined.labelCount),
-                      "step_s": timing.wall, "compute_s": timing.compute, "exchange_s": timing.exchange,
-                      "combine_s": timing.combine, "samples_per_s": rate, "workers": executor.workersAlive])
+            var line: [String: Any] = ["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr,
+                                       "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
+                                       "exchange_s": timing.exchange, "combine_s": timing.combine, "samples_per_s": rate,
+                                       "workers": executor.workersAlive]
+            if !finite {
+                line["skipped"] = true
+                line["loss"] = nil   // JSON has no NaN
+            }
+            writeLog(line)
             Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
                                     loss, lr, rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
@@ -136,12 +156,28 @@ final class TrainingRun {
         }
     }
 
+    /// Writes a checkpoint of the current step. A write that fails (a full disk, a file-size limit) is
+    /// retried once; then the job stops with the error, and the previous checkpoint, which `latest` still
+    /// names, is where it continues from.
     func saveCheckpoint() throws {
         guard savedStep != state.step else { return }
-        defer { savedStep = state.step }
         let epoch = sampler.position(globalStep: max(state.step - 1, 0)).epoch
-        let path = try state.checkpoint(job: job, backbone: engine.fingerprint, epoch: epoch)
-            .write(to: job.checkpoint.dir.path, keep: job.checkpoint.keep)
+        let checkpoint = state.checkpoint(job: job, backbone: engine.fingerprint, epoch: epoch)
+        var path: String
+        do {
+            path = try checkpoint.write(to: job.checkpoint.dir.path, keep: job.checkpoint.keep)
+        } catch {
+            Console.say("train: writing the checkpoint of step \(state.step) failed (\(error)); trying once more")
+            do {
+                path = try checkpoint.write(to: job.checkpoint.dir.path, keep: job.checkpoint.keep)
+            } catch {
+                let previous = savedStep.map { "step \($0), which 'latest' still names" } ?? "none yet"
+                throw UserError("cannot write the checkpoint of step \(state.step) into \(job.checkpoint.dir): the job stops "
+                    + "so that no more work is lost. The previous checkpoint is kept (\(previous)); free space (or raise the "
+                    + "file-size limit) and continue with --resume latest", cause: error)
+            }
+        }
+        savedStep = state.step
         if !Console.isTerminal { Console.say("train: checkpoint \(path)") }
     }
 
@@ -154,7 +190,8 @@ final class TrainingRun {
         switch job.cluster.launcher {
         case .inprocess: return InProcessExecutor(engine: engine)
         case .local, .manual, .slurm:
-            return try DistributedExecutor(job: job, fingerprint: engine.fingerprint, step: state.step, params: state.params)
+            return try DistributedExecutor(job: job, fingerprint: engine.fingerprint, step: state.step, params: state.params,
+                                           maxLabelsPerSample: engine.train.tokens)
         }
     }
 }

@@ -67,6 +67,16 @@ public final class TrainState {
         return loss
     }
 
+    /// Skips step `step` (its combined gradient is not finite, as mixed-precision training skips): the
+    /// parameters and moments stay, the step counter advances, the loss (NaN or infinite) is recorded.
+    @discardableResult
+    public func skip(_ combined: MicroBatchGradients) -> Float {
+        let loss = Float(combined.lossSum / Double(max(combined.labelCount, 1)))
+        history.append(loss)
+        step += 1
+        return loss
+    }
+
     /// A checkpoint of the state after `step` steps.
     public func checkpoint(job: JobConfig, backbone: String, epoch: Int) -> Checkpoint {
         Checkpoint(step: step, epoch: epoch, seed: UInt64(job.data.seed), config: job.canonicalJSON(), backbone: backbone,

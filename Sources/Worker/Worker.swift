@@ -37,6 +37,8 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Milliseconds without the coordinator before reconnecting.") var timeoutMs: Int64 = 5000
     @Option(help: "Milliseconds between heartbeats.") var heartbeatMs: Int64 = 500
 
+    @Flag(help: .hidden) var exitWithParent = false
+
     func validate() throws {
         guard join.hasPrefix("tcp://") else { throw ValidationError("--join takes tcp://HOST:PORT, got '\(join)'") }
         guard (curveSecret == nil) == (serverKey == nil) else {
@@ -56,8 +58,9 @@ struct WorkerCommand: ParsableCommand {
             engine = try TrainingEngine(job: try JobConfig.load(file: config, overrides: parsed))
             say("loaded the backbone (\(engine!.fingerprint.prefix(60))...)")
         }
-        let loop = WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
-                              heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+        if exitWithParent { ParentWatch.start() }
+        let loop = try WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
+                                  heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
         let code = try loop.run()
         if code != 0 { throw ExitCode(code) }
     }
@@ -65,4 +68,25 @@ struct WorkerCommand: ParsableCommand {
 
 func say(_ line: String) {
     FileHandle.standardError.write(Data("worker: \(line)\n".utf8))
+}
+
+/// A worker the coordinator started (the local launcher) dies with it, even when the coordinator is
+/// SIGKILLed: the coordinator holds the write end of this process's stdin, the kernel closes it when the
+/// coordinator dies however it dies, and the read side sees end-of-file. (The same guarantee as Linux's
+/// PR_SET_PDEATHSIG, which Swift cannot call: prctl is variadic; this also works on macOS.)
+enum ParentWatch {
+    nonisolated(unsafe) private static var source: DispatchSourceRead?
+
+    static func start() {
+        let s = DispatchSource.makeReadSource(fileDescriptor: STDIN_FILENO, queue: .global())
+        s.setEventHandler {
+            var byte: UInt8 = 0
+            if read(STDIN_FILENO, &byte, 1) <= 0 {
+                say("the coordinator that started this worker is gone; exiting")
+                exit(1)
+            }
+        }
+        s.resume()
+        source = s
+    }
 }

@@ -5,12 +5,13 @@ import Training
 import Transport
 
 /// The worker's shell: one thread runs the connection state machine, sleeping until a socket event, a
-/// finished micro-batch, a signal or the machine's next deadline; a compute thread runs one micro-batch at
-/// a time, so heartbeats go on during long ones.
+/// finished micro-batch, a signal or the machine's next deadline; a compute thread runs the micro-batches
+/// in the order they came, so heartbeats go on during long ones.
 final class WorkerLoop {
     enum Event {
         case socket(SocketThread.Event)
-        case computed(step: UInt64, jobID: UInt64, result: Result<WorkResult, Error>)
+        /// A micro-batch finished (or failed) in joined session `session`.
+        case computed(session: Int, step: UInt64, jobID: UInt64, microBatch: UInt32, result: Result<WorkResult, Error>)
         case signal(Int32)
     }
 
@@ -28,14 +29,18 @@ final class WorkerLoop {
     /// The parameters of `paramsStep`, as last sent by the coordinator.
     var params: TensorSet?
     var paramsStep: UInt64 = .max
-    var busy: UInt32?
+    /// Micro-batches handed to the compute thread and not finished.
+    var inFlight = 0
+    /// Counts Welcomes: a result computed before the latest one is for a coordinator that has forgotten
+    /// the assignment (it rejoined, or the coordinator restarted), so it is dropped rather than sent.
+    var session = 0
     /// Set by SIGTERM/SIGINT: finish the micro-batch in hand, hand back any others, say Bye.
     var leaving = false
     var declined: [UInt32] = []
     var computed = 0
 
     init(name: String, endpoint: String, curve: CurveRole?, overrides: [ConfigOverride], engine: TrainingEngine?,
-         heartbeatMs: Int64, timeoutMs: Int64) {
+         heartbeatMs: Int64, timeoutMs: Int64) throws {
         self.name = name
         self.endpoint = endpoint
         self.curve = curve
@@ -43,13 +48,13 @@ final class WorkerLoop {
         self.engine = engine
         self.heartbeatMs = heartbeatMs
         self.timeoutMs = timeoutMs
-        context = try! ZMQContext()
-        conn = WorkerLoop.connection(name: name, backbone: engine?.fingerprint ?? "", threads: engine?.job.compute.threads ?? 0,
-                                     heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+        context = try ZMQContext()
+        conn = WorkerLoop.connection(name: name, engine: engine, heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
     }
 
-    static func connection(name: String, backbone: String, threads: Int, heartbeatMs: Int64, timeoutMs: Int64) -> WorkerConnection {
-        WorkerConnection(hello: Hello(workerName: name, backbone: backbone, computeThreads: UInt32(threads)),
+    /// The connection, saying Hello with what `engine` holds (a probe without one).
+    static func connection(name: String, engine: TrainingEngine?, heartbeatMs: Int64, timeoutMs: Int64) -> WorkerConnection {
+        WorkerConnection(hello: Hello(workerName: name, backbone: engine?.fingerprint ?? "", computeID: engine?.job.computeID ?? 0),
                          heartbeatMs: heartbeatMs, timeoutMs: timeoutMs, backoffBaseMs: 100, backoffCapMs: 5000)
     }
 
@@ -60,7 +65,7 @@ final class WorkerLoop {
         say("joining \(endpoint) as \(name)")
         if let code = try execute(conn.start(now: monotonicMillis())) { return code }
         while true {
-            if leaving && busy == nil {
+            if leaving && inFlight == 0 {
                 for case .send(let e) in conn.leave(unfinished: declined) { socket?.send(e) }
                 socket?.stop()
                 say("left the job; computed \(computed) micro-batches")
@@ -68,7 +73,7 @@ final class WorkerLoop {
             }
             for event in queue.wait(until: conn.nextDeadline) {
                 switch event {
-                case .socket(.message(_, let frames)):
+                case .socket(.message(_, _, let frames)):
                     let envelope: Envelope
                     do { envelope = try WireCodec.decode(frames) } catch {
                         say("dropped a malformed message: \(error)")
@@ -82,13 +87,22 @@ final class WorkerLoop {
                     say("send failed: \(error)")
                 case .socket(.failed(let error)):
                     say("socket failed: \(error)")
-                case .computed(let step, let jobID, let result):
-                    busy = nil
+                case .socket(.dropped(let count)):
+                    say("dropped \(count) messages: this worker fell behind its socket")
+                case .computed(let session, let step, let jobID, let microBatch, let result):
+                    inFlight -= 1
+                    guard session == self.session else {
+                        say("dropped micro-batch \(microBatch) of step \(step): it was assigned before this worker rejoined")
+                        continue
+                    }
                     switch result {
                     case .success(let r):
                         computed += 1
                         socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
-                    case .failure(let error): say("micro-batch failed: \(error)")
+                    case .failure(let error):
+                        // The coordinator gives it to another worker, or ends the job with this reason.
+                        say("micro-batch \(microBatch) of step \(step) failed: \(error)")
+                        fail(microBatch, step: step, jobID: jobID, "\(error)")
                     }
                 case .signal(let sig):
                     say("signal \(sig): finishing the current micro-batch, then leaving")
@@ -134,14 +148,13 @@ final class WorkerLoop {
     private func joined(step: UInt64, _ welcome: Welcome) throws {
         let job = try JobConfig.parse(yaml: welcome.configJSON, source: "the coordinator's job",
                                       baseDirectory: FileManager.default.currentDirectoryPath, overrides: overrides)
-        if engine == nil || engine!.job != job {
-            say("loading the backbone of job \(job.jobIDString) (\(job.model.vision), \(job.model.language))")
+        if engine == nil || engine!.job.workerPart != job.workerPart {
+            say("loading the backbone of the job (\(job.model.vision), \(job.model.language))")
             engine = try TrainingEngine(job: job)
         }
         if welcome.params.isEmpty {
             // The answer to a probe: say Hello again, now with the fingerprint of what we hold.
-            conn = Self.connection(name: name, backbone: engine!.fingerprint, threads: job.compute.threads,
-                                   heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+            conn = Self.connection(name: name, engine: engine, heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
             let again = conn.start(now: monotonicMillis())
             for d in again {
                 if case .connect = d { continue }   // keep the socket: the coordinator knows this identity
@@ -149,6 +162,7 @@ final class WorkerLoop {
             }
             return
         }
+        session += 1
         params = try engine!.fuser.parameters(from: welcome.params, what: "the coordinator's parameters")
         paramsStep = step
         say("joined at step \(step)")
@@ -167,22 +181,28 @@ final class WorkerLoop {
                 declined.append(w.microBatch)
                 return
             }
-            guard let engine, let params, paramsStep == e.step, busy == nil else {
-                say("cannot take micro-batch \(w.microBatch) of step \(e.step) now (parameters of step \(paramsStep), busy \(busy.map(String.init) ?? "no"))")
+            guard let engine, let params, paramsStep == e.step else {
+                fail(w.microBatch, step: e.step, jobID: e.jobID,
+                     "this worker holds the parameters of step \(paramsStep == .max ? "none" : "\(paramsStep)"), not of step \(e.step)")
                 return
             }
-            busy = w.microBatch
-            let step = e.step, job = e.jobID
+            inFlight += 1
+            let step = e.step, job = e.jobID, session = session
             compute.async { [queue] in
                 let result = Result {
                     let start = monotonicMillis()
                     let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(step), dropout: w.dropout)
                     return WorkResult(microBatch: w.microBatch, gradients: g, computeSeconds: Double(monotonicMillis() - start) / 1000)
                 }
-                queue.post(.computed(step: step, jobID: job, result: result))
+                queue.post(.computed(session: session, step: step, jobID: job, microBatch: w.microBatch, result: result))
             }
         default:
             break
         }
+    }
+
+    /// Tells the coordinator this micro-batch cannot be computed here, and why (bounded).
+    private func fail(_ microBatch: UInt32, step: UInt64, jobID: UInt64, _ reason: String) {
+        socket?.send(Envelope(jobID: jobID, step: step, .failed(Failed(microBatch: microBatch, reason: String(reason.prefix(2000))))))
     }
 }

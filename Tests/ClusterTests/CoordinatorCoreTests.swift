@@ -10,11 +10,12 @@ struct CoordinatorCoreTests {
     let p1 = TensorSet([NamedTensor("p", Tensor(shape: [1], values: [1]))])
 
     func core() -> CoordinatorCore {
-        CoordinatorCore(jobID: 3, configJSON: "{}", backbone: "fp", step: 0, params: p0, heartbeatMs: 100, timeoutMs: 300)
+        CoordinatorCore(jobID: 3, computeID: 7, configJSON: "{}", backbone: "fp", step: 0, params: p0, heartbeatMs: 100,
+                        timeoutMs: 300, policy: StepScheduler.Policy(backupAfterMs: 10_000, workTimeoutMs: 60_000, maxLabelsPerSample: 4))
     }
 
     func hello(_ name: String, backbone: String = "fp", version: UInt16 = wireProtocolVersion) -> Envelope {
-        Envelope(jobID: 0, step: 0, .hello(Hello(workerName: name, backbone: backbone, protocolVersion: version, computeThreads: 1)))
+        Envelope(jobID: 0, step: 0, .hello(Hello(workerName: name, backbone: backbone, computeID: 7, protocolVersion: version)))
     }
 
     func sent(_ d: [Directive], to id: WorkerID) -> [MessageKind] {
@@ -28,8 +29,8 @@ struct CoordinatorCoreTests {
         #expect(sent(c.received(hello("x", backbone: "other"), from: x, now: 0), to: x) == [.refuse])
         #expect(sent(c.received(hello("x", version: 9), from: x, now: 0), to: x) == [.refuse])
         #expect(c.membership.live == [a])
-        #expect(sent(c.undecodable(.unsupportedVersion(9), from: x), to: x) == [.refuse])
-        #expect(sent(c.undecodable(.truncated("meta"), from: x), to: x).isEmpty)
+        #expect(sent(c.undecodable(.unsupportedVersion(9), from: x, now: 1), to: x) == [.refuse])
+        #expect(sent(c.undecodable(.truncated("meta"), from: x, now: 1), to: x).isEmpty)
         // A non-member's result is not trusted.
         let r = Envelope(jobID: 3, step: 0, .result(WorkResult(microBatch: 0, gradients: MicroBatchGradients(lossSum: 0, labelCount: 0, grads: TensorSet()))))
         #expect(c.received(r, from: x, now: 1).allSatisfy { if case .log = $0 { true } else { false } })

@@ -53,7 +53,7 @@ struct MembershipTests {
 
 @Suite("Worker connection state machine")
 struct WorkerConnectionTests {
-    let hello = Hello(workerName: "w", backbone: "fp", computeThreads: 1)
+    let hello = Hello(workerName: "w", backbone: "fp", computeID: 1)
 
     func welcome(job: UInt64 = 9, step: UInt64 = 3) -> Envelope {
         Envelope(jobID: job, step: step, .welcome(Welcome(configJSON: "{}", params: TensorSet())))

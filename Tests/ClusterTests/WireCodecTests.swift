@@ -11,7 +11,7 @@ struct WireCodecTests {
         let p: TensorSet = [NamedTensor("router.weight", rng.tensor([2, 3, 4])), NamedTensor("router.bias", rng.tensor([2, 3])),
                  NamedTensor("empty", Tensor(zeros: [0, 5])), NamedTensor("scalar", Tensor(zeros: []))]
         return [
-            Envelope(jobID: 0, step: 0, .hello(Hello(workerName: "w-1 ✓", backbone: "sha256:abc", computeThreads: 2))),
+            Envelope(jobID: 0, step: 0, .hello(Hello(workerName: "w-1 ✓", backbone: "sha256:abc", computeID: 1))),
             Envelope(jobID: 42, step: 3, .welcome(Welcome(configJSON: "{\"a\":1}", params: p))),
             Envelope(jobID: 42, step: 3, .refuse(reason: "wrong backbone")),
             Envelope(jobID: 42, step: 3, .heartbeat),
@@ -40,7 +40,7 @@ struct WireCodecTests {
         let h = Self.bytes(Envelope(jobID: 0x0102_0304_0506_0708, step: 9, .heartbeat))[0]
         #expect(h.count == 24)
         #expect(Array(h[0..<4]) == Array("DHVF".utf8))
-        #expect(h[4] == 1 && h[5] == 0 && h[6] == MessageKind.heartbeat.rawValue && h[7] == 0)
+        #expect(UInt16(h[4]) | UInt16(h[5]) << 8 == wireProtocolVersion && h[6] == MessageKind.heartbeat.rawValue && h[7] == 0)
         #expect(Array(h[8..<16]) == [8, 7, 6, 5, 4, 3, 2, 1])
         #expect(h[16] == 9)
     }
@@ -71,8 +71,8 @@ struct WireCodecTests {
         var f = work
         f[0][0] = 0x58
         expectError(f, { if case .badMagic = $0 { true } else { false } }, "magic")
-        f = work; f[0][4] = 2
-        expectError(f, { $0 == .unsupportedVersion(2) }, "version")
+        f = work; f[0][4] = 99
+        expectError(f, { $0 == .unsupportedVersion(99) }, "version")
         f = work; f[0][6] = 99
         expectError(f, { $0 == .unknownKind(99) }, "kind")
         f = work; f[0][7] = 1

@@ -10,6 +10,8 @@ import Testing
 @Suite("multi-host training in network namespaces", .serialized,
        .enabled(if: Namespaces.unavailable == nil, Comment(rawValue: Namespaces.unavailable ?? "")))
 struct NetworkNamespaceTests {
+    /// The namespaces' bridge is a private LAN: bind to it without CURVE, as a user on a trusted network may.
+    static let trustedLAN = "security:\n  insecure: true"
     static let steps = 160
     static let timeoutMs = 1000
 
@@ -62,7 +64,8 @@ struct NetworkNamespaceTests {
         defer { net.teardown() }
         let dir = try Demo.scratch("netns-partition")
         let port = Demo.port(), host = net.address("c1")
-        let job = try Demo.job(in: dir, launcher: "manual", host: host, port: port, steps: Self.steps, timeoutMs: Self.timeoutMs)
+        let job = try Demo.job(in: dir, launcher: "manual", host: host, port: port, steps: Self.steps, timeoutMs: Self.timeoutMs,
+                               extra: Self.trustedLAN)
         let coordinator = try net.run("c1", "coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
         _ = try worker(net, on: "w1", name: "a", join: host, port: port, dir: dir)
         _ = try worker(net, on: "w2", name: "b", join: host, port: port, dir: dir)
@@ -129,7 +132,8 @@ struct NetworkNamespaceTests {
         let dir = try Demo.scratch("netns-failover")
         let port = Demo.port(), vip = "\(Namespaces.subnet).10"
         try net.addAddress(vip, to: "c1")
-        let job = try Demo.job(in: dir, launcher: "manual", host: vip, port: port, steps: Self.steps, every: 4, timeoutMs: Self.timeoutMs)
+        let job = try Demo.job(in: dir, launcher: "manual", host: vip, port: port, steps: Self.steps, every: 4,
+                               timeoutMs: Self.timeoutMs, extra: Self.trustedLAN)
         let first = try net.run("c1", "coordinator", ["train", "--config", job], log: dir.path + "/coordinator-c1.log")
         let a = try worker(net, on: "w1", name: "a", join: vip, port: port, dir: dir)
         let b = try worker(net, on: "w2", name: "b", join: vip, port: port, dir: dir)

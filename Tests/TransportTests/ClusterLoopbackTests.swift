@@ -37,7 +37,7 @@ struct ClusterLoopbackTests {
     /// Runs one worker until the coordinator stops it; with `dieOnWork` it vanishes (closes its socket
     /// without Bye) when handed its first micro-batch.
     static func worker(_ name: String, endpoint: String, dieOnWork: Bool) async throws {
-        let hello = Hello(workerName: name, backbone: "fp", computeThreads: 1)
+        let hello = Hello(workerName: name, backbone: "fp", computeID: 1)
         var conn = WorkerConnection(hello: hello, heartbeatMs: heartbeatMs, timeoutMs: timeoutMs, backoffBaseMs: 20, backoffCapMs: 200)
         var socket: SocketThread?
         var inbox: Inbox?
@@ -69,7 +69,7 @@ struct ClusterLoopbackTests {
             }
             pending = []
             for event in inbox?.drain() ?? [] {
-                guard case .message(_, let frames) = event, let e = try? WireCodec.decode(frames) else { continue }
+                guard case .message(_, _, let frames) = event, let e = try? WireCodec.decode(frames) else { continue }
                 let directives = conn.received(e, now: now())
                 // Take a Welcome's parameters now: a Work may follow it in the same batch of events.
                 for case .joined(_, _, let welcome) in directives { params = welcome.params.first?.tensor }
@@ -105,8 +105,9 @@ struct ClusterLoopbackTests {
                             until: Int = steps, stopWorkers: Bool = true) async throws -> (history: [[UInt32]], deaths: Int) {
         let inbox = Inbox(router)
         var params = Tensor(shape: [12], values: start.params)
-        var core = CoordinatorCore(jobID: 3, configJSON: "{}", backbone: "fp", step: start.step,
-                                   params: [NamedTensor("w", params)], heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
+        var core = CoordinatorCore(jobID: 3, computeID: 1, configJSON: "{}", backbone: "fp", step: start.step,
+                                   params: [NamedTensor("w", params)], heartbeatMs: heartbeatMs, timeoutMs: timeoutMs,
+                                   policy: StepScheduler.Policy(backupAfterMs: 60_000, workTimeoutMs: 60_000, maxLabelsPerSample: 1))
         var history: [[UInt32]] = []
         var deaths = 0
         var started = false
@@ -115,11 +116,11 @@ struct ClusterLoopbackTests {
             guard now() < deadline else { throw TimedOut(step: core.step) }
             var queue: [Directive] = []
             for event in inbox.drain() {
-                guard case .message(let id?, let frames) = event else { continue }
+                guard case .message(let id?, _, let frames) = event else { continue }
                 do {
                     queue += core.received(try WireCodec.decode(frames), from: WorkerID(id), now: now())
                 } catch let e as WireError {
-                    queue += core.undecodable(e, from: WorkerID(id))
+                    queue += core.undecodable(e, from: WorkerID(id), now: now())
                 }
             }
             queue += core.tick(now: now())

@@ -78,7 +78,7 @@ struct SocketTests {
         let grads: TensorSet = [NamedTensor("projector.fc1.weight", rng.tensor([128, 64])), NamedTensor("projector.fc1.bias", rng.tensor([128]))]
         let sent = Envelope(jobID: 11, step: 2, .result(WorkResult(microBatch: 1, gradients: MicroBatchGradients(lossSum: 3.25, labelCount: 17, grads: grads))))
         dealer.send(sent)
-        guard case .message(let from, let frames)? = await firstEvent(routerIn, where: isMessage) else {
+        guard case .message(let from, _, let frames)? = await firstEvent(routerIn, where: isMessage) else {
             Issue.record("router received nothing"); return
         }
         #expect(from == Array("worker-1".utf8))
@@ -86,7 +86,7 @@ struct SocketTests {
 
         let reply = Envelope(jobID: 11, step: 3, .params(grads))
         router.send(reply, to: from)
-        guard case .message(nil, let back)? = await firstEvent(dealerIn, where: isMessage) else {
+        guard case .message(nil, _, let back)? = await firstEvent(dealerIn, where: isMessage) else {
             Issue.record("dealer received nothing"); return
         }
         #expect(try WireCodec.decode(back) == reply)
@@ -158,8 +158,8 @@ struct SocketTests {
         let listed = try SocketThread(name: "listed", context: ZMQContext(), type: .dealer, options: good, .connect(router.endpoint))
         let listedIn = Inbox(listed)
         defer { listed.stop() }
-        listed.send(Envelope(jobID: 1, step: 0, .hello(Hello(workerName: "listed", backbone: "fp", computeThreads: 1))))
-        guard case .message(let id?, let frames)? = await firstEvent(routerIn, where: isMessage) else {
+        listed.send(Envelope(jobID: 1, step: 0, .hello(Hello(workerName: "listed", backbone: "fp", computeID: 1))))
+        guard case .message(let id?, _, let frames)? = await firstEvent(routerIn, where: isMessage) else {
             Issue.record("listed worker's Hello never arrived"); return
         }
         guard case .hello(let h) = try WireCodec.decode(frames).message else { Issue.record("not a hello"); return }
@@ -172,7 +172,7 @@ struct SocketTests {
         bad.curve = .client(try CurveKeyPair.generate(), serverPublicKey: coordinator.publicKey)
         let stranger = try SocketThread(name: "stranger", context: ZMQContext(), type: .dealer, options: bad, .connect(router.endpoint))
         defer { stranger.stop() }
-        stranger.send(Envelope(jobID: 1, step: 0, .hello(Hello(workerName: "stranger", backbone: "fp", computeThreads: 1))))
+        stranger.send(Envelope(jobID: 1, step: 0, .hello(Hello(workerName: "stranger", backbone: "fp", computeID: 1))))
         #expect(await firstEvent(routerIn, timeout: 1.5, where: isMessage) == nil)
         let decisions = log.all
         #expect(decisions.contains { $0.admitted && $0.publicKey == workers[0].publicKey && $0.keyFile == "worker-1.key" })

@@ -130,13 +130,17 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// `tcp://host:port` the coordinator's ROUTER binds.
         public var bind = "tcp://127.0.0.1:5555"
         public var heartbeatMs = 500
+        /// A worker silent this long is dead and its micro-batches go to others.
         public var timeoutMs = 5000
+        /// A micro-batch without a result this long (its worker still heartbeating) goes to others.
+        public var workTimeoutMs = 600_000
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case launcher, workers, bind
             case heartbeatMs = "heartbeat_ms"
             case timeoutMs = "timeout_ms"
+            case workTimeoutMs = "work_timeout_ms"
         }
     }
 
@@ -146,12 +150,15 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var secretKey: ConfigPath = "keys/coordinator.key_secret"
         /// Directory of admitted worker public key files (`*.key`); default `keys/workers`.
         public var allowedWorkers: ConfigPath = "keys/workers"
+        /// Allows a non-loopback `cluster.bind` without CURVE (a trusted network), with a warning.
+        public var insecure = false
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case curve
             case secretKey = "secret_key"
             case allowedWorkers = "allowed_workers"
+            case insecure
         }
     }
 }

@@ -27,8 +27,34 @@ extension JobConfig {
         c.security = Security()
         c.checkpoint = Checkpoint()
         c.data.featureCache = nil
+        return Self.fnv1a(c.canonicalJSON())
+    }
+
+    /// What a worker needs to compute this job's micro-batches, and nothing else: the model, data and
+    /// compute sections (the optimizer, checkpoints, cluster and security settings at their defaults).
+    /// A worker that asks what to load (a probe Hello) is sent this.
+    public var workerPart: JobConfig {
+        var c = JobConfig(model: model, data: data, compute: compute)
+        c.data.featureCache = data.featureCache
+        return c
+    }
+
+    /// A deterministic 64-bit id of what a micro-batch's gradient depends on: the model, data and compute
+    /// settings with every path blanked (a worker may mount the same files elsewhere, and the backbone's
+    /// own fingerprint covers the weights). A worker is admitted only with the coordinator's compute id.
+    public var computeID: UInt64 {
+        var c = workerPart
+        c.model.vision = ""
+        c.model.language = ""
+        c.data.train = ""
+        c.data.eval = nil
+        c.data.featureCache = nil
+        return Self.fnv1a(c.canonicalJSON())
+    }
+
+    static func fnv1a(_ text: String) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in c.canonicalJSON().utf8 {
+        for b in text.utf8 {
             h ^= UInt64(b)
             h = h &* 0x100_0000_01b3
         }

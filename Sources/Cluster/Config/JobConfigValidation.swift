@@ -52,6 +52,13 @@ extension JobConfig {
         if Self.parseTCP(cluster.bind) == nil {
             bad("cluster.bind", "must be tcp://host:port with a port in 1...65535, found `\(cluster.bind)`")
         }
+        if cluster.launcher != .inprocess, !security.curve, !security.insecure, let (host, _) = Self.parseTCP(cluster.bind),
+           !Self.isLoopback(host) {
+            bad("cluster.bind", "\(cluster.bind) accepts connections from other hosts, and without security.curve anyone who "
+                + "reaches the port could join and send gradients: turn on security.curve (coordinator keys --out DIR), "
+                + "or set security.insecure: true on a network you trust")
+        }
+        positive("cluster.work_timeout_ms", cluster.workTimeoutMs)
         positive("cluster.heartbeat_ms", cluster.heartbeatMs)
         positive("cluster.timeout_ms", cluster.timeoutMs)
         if cluster.heartbeatMs > 0, cluster.timeoutMs > 0, cluster.timeoutMs <= cluster.heartbeatMs {
@@ -64,6 +71,11 @@ extension JobConfig {
     public func validate(source: String = "config") throws {
         let p = problems()
         if !p.isEmpty { throw ConfigError(source: source, problems: p) }
+    }
+
+    /// Whether a bind host only accepts this machine's own connections.
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host.hasPrefix("127.") || host == "[::1]" || host == "::1"
     }
 
     /// `tcp://host:port` → (host, port), or nil. The host may be a name, IPv4, `*` or `[IPv6]`.

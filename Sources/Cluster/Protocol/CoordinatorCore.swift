@@ -1,29 +1,48 @@
 import Model
 
-/// The coordinator's protocol logic in one pure struct: admission (Hello → Welcome or Refuse; a Hello
-/// with an empty backbone is a probe, answered with a parameter-less Welcome carrying the job config),
-/// ``Membership`` and the current step's ``StepScheduler`` wired together. The shell decodes frames,
-/// passes envelopes in, ticks at ``nextDeadline``, carries out the ``Directive``s, and on `.stepComplete`
-/// combines the results with ``ExactSum``, applies the optimizer and calls ``beginStep``.
+/// The coordinator's protocol logic in one pure struct: admission, ``Membership`` and the current
+/// step's ``StepScheduler`` wired together. The shell decodes frames, passes envelopes in, ticks at
+/// ``nextDeadline``, carries out the ``Directive``s, and on `.stepComplete` combines the results with
+/// ``ExactSum``, applies the optimizer and calls ``beginStep``.
+///
+/// Admission (DESIGN.md §7):
+/// - A Hello with an empty backbone is a probe, answered with a parameter-less Welcome carrying only
+///   what loading needs (``JobConfig/workerPart``); never the fingerprint the worker lacks.
+/// - A worker is admitted when it speaks this protocol version, its backbone fingerprint equals the
+///   job's, and its compute id (``JobConfig/computeID`` of the config it parsed) equals the job's. A
+///   refusal names what differs (the vision weights, the language config...) without revealing the
+///   fingerprint. Membership is capped at ``maxMembers``.
+/// - Under CURVE a member is bound to its key (``WorkerID/key``): a peer with another key presenting a
+///   member's routing id is refused, and messages from it are dropped.
+/// - Only members' messages reach the scheduler; the shell decodes nothing but the header of a message
+///   from a peer for which ``admits(_:kind:)`` is false.
 public struct CoordinatorCore: Sendable {
+    /// More members than this are refused (a bound on the coordinator's state per peer).
+    public static let maxMembers = 1024
+
     public let jobID: UInt64
-    /// The canonical config JSON sent in every Welcome.
+    /// The compute id admitted workers must report.
+    public let computeID: UInt64
+    /// The canonical config JSON of the job's worker part, sent in every Welcome.
     public let configJSON: String
     /// The fingerprint of the frozen backbone; a worker holding other weights is refused.
     public let backbone: String
+    public let policy: StepScheduler.Policy
     public private(set) var membership: Membership
     public private(set) var scheduler: StepScheduler?
     /// The step whose parameters ``params`` are.
     public private(set) var step: UInt64
     public private(set) var params: TensorSet
 
-    public init(jobID: UInt64, configJSON: String, backbone: String, step: UInt64, params: TensorSet,
-                heartbeatMs: Millis, timeoutMs: Millis) {
+    public init(jobID: UInt64, computeID: UInt64, configJSON: String, backbone: String, step: UInt64, params: TensorSet,
+                heartbeatMs: Millis, timeoutMs: Millis, policy: StepScheduler.Policy) {
         self.jobID = jobID
+        self.computeID = computeID
         self.configJSON = configJSON
         self.backbone = backbone
         self.step = step
         self.params = params
+        self.policy = policy
         self.membership = Membership(jobID: jobID, heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
         membership.step = step
     }
@@ -32,20 +51,28 @@ public struct CoordinatorCore: Sendable {
     /// its first Work of the step.
     ///
     /// - warning: Tensors are sent without a copy; do not update `params` in place afterwards (the
-    ///   optimizer should write the next step's parameters into fresh tensors, or copy before sending).
+    ///   optimizer should write the next step's parameters into fresh tensors, as `TrainState` does).
     public mutating func beginStep(_ step: UInt64, epoch: UInt64, microBatches: [[Int64]], dropout: Bool,
                                    params: TensorSet, backupAfterMs: Millis, now: Millis) -> [Directive] {
         self.step = step
         self.params = params
         membership.step = step
+        var p = policy
+        p.backupAfterMs = backupAfterMs
         var s = StepScheduler(jobID: jobID, step: step, epoch: epoch, microBatches: microBatches, dropout: dropout,
-                              params: params, backupAfterMs: backupAfterMs)
+                              params: params, policy: p)
         let out = s.start(workers: membership.live, haveParams: [], now: now)
         scheduler = s
         return out
     }
 
-    /// A message that decoded. Non-members may only say Hello.
+    /// Whether a message of `kind` from `id` may be decoded past its header: anyone may say Hello (it is
+    /// small and bounded); everything else only from a member.
+    public func admits(_ id: WorkerID, kind: UInt8) -> Bool {
+        kind == MessageKind.hello.rawValue || membership.contains(id)
+    }
+
+    /// A message that decoded.
     public mutating func received(_ e: Envelope, from id: WorkerID, now: Millis) -> [Directive] {
         if case .hello(let h) = e.message { return hello(h, from: id, now: now) }
         guard membership.contains(id) else {
@@ -58,65 +85,133 @@ public struct CoordinatorCore: Sendable {
         switch e.message {
         case .bye(let unfinished):
             out += membership.leave(id, now: now)
-            if !unfinished.isEmpty { out.append(.log(.info, "\(id) left with unfinished micro-batches \(unfinished)")) }
+            if !unfinished.isEmpty { out.append(.log(.info, "\(id) left with unfinished micro-batches \(unfinished.prefix(16))")) }
             out += scheduler?.workerGone(id, now: now) ?? []
-        case .result:
-            out += scheduler?.received(e, from: id, now: now) ?? []
+        case .result, .failed:
+            out += apply(scheduler?.received(e, from: id, now: now) ?? [], now: now)
         case .heartbeat:
             break
         default:
-            out.append(.log(.warning, "ignored unexpected \(e.message.kind) from \(id)"))
+            out += apply([.workerEvicted(id, reason: "sent \(e.message.kind), which only the coordinator sends")], now: now)
         }
         return out
     }
 
     /// A message that did not decode. A peer speaking another protocol version is refused so it stops
-    /// retrying; anything else is only logged.
-    public func undecodable(_ error: WireError, from id: WorkerID) -> [Directive] {
+    /// retrying; a member that sends garbage is evicted; anything else is only logged.
+    public mutating func undecodable(_ error: WireError, from id: WorkerID, now: Millis) -> [Directive] {
         var out: [Directive] = [.log(.warning, "dropped a malformed message from \(id): \(error)")]
         if case .unsupportedVersion(let v) = error {
-            out.append(.send(to: id, Envelope(jobID: jobID, step: step,
-                .refuse(reason: "protocol version \(v), the coordinator speaks \(wireProtocolVersion): run the same build"))))
+            out += refusal(id, "protocol version \(v), the coordinator speaks \(wireProtocolVersion): run the same build")
+        } else if membership.contains(id) {
+            out += apply([.workerEvicted(id, reason: "sent a malformed message (\(error))")], now: now)
         }
         return out
     }
 
-    /// When ``tick(now:)`` next has something to do (a heartbeat, a death, a backup): the shell sleeps
-    /// until then or until a message arrives, and polls nothing.
+    /// Sending to `id` failed (the peer's connection is gone): it is gone too.
+    public mutating func sendFailed(to id: WorkerID, now: Millis) -> [Directive] {
+        guard membership.contains(id) else { return [] }
+        var out = membership.remove(id, reason: "its connection is gone (a send to it failed)")
+        out += scheduler?.workerGone(id, now: now) ?? []
+        return out
+    }
+
+    /// When ``tick(now:)`` next has something to do (a heartbeat, a death, a backup, a work deadline):
+    /// the shell sleeps until then or until a message arrives, and polls nothing.
     public var nextDeadline: Millis? {
         [membership.nextDeadline, scheduler?.nextDeadline].compactMap { $0 }.min()
     }
 
-    /// Deaths, heartbeats and backups. Call when ``nextDeadline`` is reached.
+    /// Deaths, heartbeats, backups and work deadlines. Call when ``nextDeadline`` is reached.
     public mutating func tick(now: Millis) -> [Directive] {
         var out: [Directive] = []
         for d in membership.tick(now: now) {
             out.append(d)
             if case .workerDied(let id, _) = d { out += scheduler?.workerGone(id, now: now) ?? [] }
         }
-        return out + (scheduler?.tick(now: now) ?? [])
+        return out + apply(scheduler?.tick(now: now) ?? [], now: now)
     }
 
+    // MARK: admission
+
     private mutating func hello(_ h: Hello, from id: WorkerID, now: Millis) -> [Directive] {
+        let name = Sanitized.text(h.workerName)
         if h.protocolVersion != wireProtocolVersion {
-            return refuse(id, "protocol version \(h.protocolVersion), the coordinator speaks \(wireProtocolVersion)")
+            return refusal(id, "protocol version \(h.protocolVersion), the coordinator speaks \(wireProtocolVersion): run the same build")
         }
-        if h.backbone.isEmpty {
-            // A worker started without a job file asks what to load: answer with the config only, and
+        if h.isProbe {
+            // A worker started without a job file asks what to load: answer with what loading needs, and
             // admit it once it says Hello again with the fingerprint of the weights it then holds.
-            return [.log(.info, "\(h.workerName) asked for the job description"),
+            return [.log(.info, "\(name) (\(id)) asked what to load"),
                     .send(to: id, Envelope(jobID: jobID, step: step, .welcome(Welcome(configJSON: configJSON, params: TensorSet()))))]
         }
-        if h.backbone != backbone {
-            return refuse(id, "wrong backbone: the worker holds \(h.backbone), the job needs \(backbone)")
+        if let difference = Self.difference(h.backbone, backbone) {
+            return refusal(id, "wrong backbone: the worker's \(difference) differ from the job's; point it at the job's model directories")
         }
-        var out = membership.join(id, name: h.workerName, now: now)
+        if h.computeID != computeID {
+            return refusal(id, "the worker's job config differs from the coordinator's in a key other than a path "
+                + "(model, data or compute settings); start it without --config, or with the job's file (only paths may be overridden)")
+        }
+        var out: [Directive] = []
+        if let owner = membership.live.first(where: { $0.identity == id.identity && $0 != id }) {
+            // The same routing id: a worker that reconnected with its own key again takes its place; a peer
+            // with another key is an impostor.
+            guard owner.key == id.key else {
+                return refusal(id, "routing id \(WorkerID(id.identity)) belongs to another worker's key")
+            }
+        }
+        if let previous = membership.live.first(where: { $0.key != nil && $0.key == id.key && $0 != id }) {
+            // The same key under a new routing id: the worker restarted.
+            out += membership.remove(previous, reason: "it reconnected as \(id)")
+            out += scheduler?.workerGone(previous, now: now) ?? []
+        }
+        if !membership.contains(id), membership.members.count >= Self.maxMembers {
+            return refusal(id, "the job already has \(Self.maxMembers) workers")
+        }
+        out += membership.join(id, name: name, now: now)
         out.append(.send(to: id, Envelope(jobID: jobID, step: step, .welcome(Welcome(configJSON: configJSON, params: params)))))
-        if scheduler != nil { out += scheduler!.workerJoined(id, haveParams: scheduler!.step == step, now: now) }
+        if scheduler != nil { out += apply(scheduler!.workerJoined(id, haveParams: scheduler!.step == step, now: now), now: now) }
         return out
     }
 
-    private func refuse(_ id: WorkerID, _ reason: String) -> [Directive] {
+    /// Which parts of two backbone fingerprints (`vision=...;language=...`, each part `files|config:...`)
+    /// differ, in words; nil when they are equal.
+    static func difference(_ mine: String, _ job: String) -> String? {
+        guard mine != job else { return nil }
+        func parts(_ f: String) -> [String: (weights: Substring, config: Substring)] {
+            var out: [String: (Substring, Substring)] = [:]
+            for part in f.split(separator: ";") {
+                guard let eq = part.firstIndex(of: "=") else { continue }
+                let value = part[part.index(after: eq)...]
+                let pieces = value.split(separator: "|", maxSplits: 1)
+                out[String(part[..<eq])] = (pieces.first ?? "", pieces.count > 1 ? pieces[1] : "")
+            }
+            return out
+        }
+        let a = parts(mine), b = parts(job)
+        var what: [String] = []
+        for tower in ["vision", "language"] {
+            if a[tower]?.weights != b[tower]?.weights { what.append("\(tower) weights") }
+            if a[tower]?.config != b[tower]?.config { what.append("\(tower) config.json") }
+        }
+        return what.isEmpty ? "backbone" : what.joined(separator: " and ")
+    }
+
+    private func refusal(_ id: WorkerID, _ reason: String) -> [Directive] {
         [.log(.warning, "refused \(id): \(reason)"), .send(to: id, Envelope(jobID: jobID, step: step, .refuse(reason: reason)))]
+    }
+
+    /// Carries out the scheduler's evictions here (membership and the refusal), passing the rest on.
+    private mutating func apply(_ directives: [Directive], now: Millis) -> [Directive] {
+        var out: [Directive] = []
+        for d in directives {
+            out.append(d)
+            guard case .workerEvicted(let id, let reason) = d, membership.contains(id) else { continue }
+            out += membership.remove(id, reason: "evicted: \(reason)")
+            out += scheduler?.workerGone(id, now: now) ?? []
+            out.append(.send(to: id, Envelope(jobID: jobID, step: step, .refuse(reason: "evicted: \(reason)"))))
+        }
+        return out
     }
 }

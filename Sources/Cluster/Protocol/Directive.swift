@@ -12,6 +12,12 @@ public enum Directive: Sendable, Equatable {
     case workerDied(WorkerID, name: String)
     /// Said Bye.
     case workerLeft(WorkerID, name: String)
+    /// Broke the protocol (a result it was not given, an invalid record, no answer within the work
+    /// deadline): taken out of the job and refused; its work goes to others.
+    case workerEvicted(WorkerID, reason: String)
+    /// A micro-batch failed ``StepScheduler/Policy/maxFailures`` times or on every live worker: the job
+    /// cannot go on; the reasons say why (a bad row, a full disk, diverged training).
+    case stepFailed(step: UInt64, microBatch: UInt32, reasons: [String])
     /// Every micro-batch of the step has exactly one accepted result; here they are, in micro-batch order.
     case stepComplete(step: UInt64, results: [WorkResult])
 }

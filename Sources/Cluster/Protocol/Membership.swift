@@ -51,6 +51,12 @@ public struct Membership: Sendable {
         return []
     }
 
+    /// Takes a member out (it was evicted, or replaced by its own reconnection).
+    public mutating func remove(_ id: WorkerID, reason: String) -> [Directive] {
+        guard let m = members.removeValue(forKey: id) else { return [] }
+        return [.log(.warning, "worker \(m.name) (\(id)) removed: \(reason); \(members.count) live")]
+    }
+
     /// The worker said Bye.
     public mutating func leave(_ id: WorkerID, now: Millis) -> [Directive] {
         guard let m = members.removeValue(forKey: id) else { return [] }

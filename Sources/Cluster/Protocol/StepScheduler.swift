@@ -10,14 +10,46 @@ import Model
 /// - Every micro-batch `0..<k` is assigned to an idle live worker; a worker that does not hold this
 ///   step's parameters gets a Params message first (this covers step starts and mid-step joins).
 /// - A dead or departed worker's micro-batch goes back to the queue and on to others.
-/// - Results for another job or another step are dropped with a log directive (fencing); a result for a
-///   micro-batch already accepted is ignored; the first result for each micro-batch wins.
+/// - Results for another job or another step are dropped with a log directive (fencing).
+/// - A result is accepted only from a worker that holds that micro-batch, once, and only if it is a
+///   valid record (``check(_:samples:)``): the parameters' names and shapes in their order, a label count
+///   the micro-batch can have, finite values within ``Policy/maxGradient``. Anything else is dropped,
+///   the micro-batch requeued and the sender evicted (``Directive/workerEvicted(_:reason:)``).
+/// - A worker that cannot compute its micro-batch says so (Failed); so does a deadline,
+///   ``Policy/workTimeoutMs``, for a worker that heartbeats but never answers (it is evicted). The
+///   micro-batch goes back to the queue, preferably to another worker; when it has failed
+///   ``Policy/maxFailures`` times or on every live worker the step fails
+///   (``Directive/stepFailed(step:microBatch:reasons:)``) and the job ends with the reasons.
 /// - When the queue is empty and a worker is idle while another's micro-batch has been outstanding for
-///   `backupAfterMs`, the idle worker computes it too (at most two copies); whichever result arrives
-///   first is accepted. Results are bitwise identical whichever worker computed them (DESIGN.md §6).
+///   ``Policy/backupAfterMs``, the idle worker computes it too (at most two copies); whichever result
+///   arrives first is accepted. Results are bitwise identical whichever worker computed them (DESIGN.md §6).
 /// - The step completes (``Directive/stepComplete(step:results:)``, once, with the results in
 ///   micro-batch order) when every micro-batch has exactly one accepted result.
 public struct StepScheduler: Sendable {
+    /// How a step treats slow, failing and misbehaving workers.
+    public struct Policy: Sendable, Equatable {
+        /// How long a micro-batch may be outstanding before an idle worker backs it up.
+        public var backupAfterMs: Millis
+        /// How long a micro-batch may be outstanding at all before its worker is evicted.
+        public var workTimeoutMs: Millis
+        /// Failures of one micro-batch that end the job.
+        public var maxFailures = 3
+        /// Label tokens a sample can have (the dataset's tokens per row).
+        public var maxLabelsPerSample: Int64
+        /// The largest magnitude a summed gradient element may have: legitimate training is many orders
+        /// below it, and its square stays finite in float32 (AdamW's second moment).
+        public static let maxGradient: Float = 1e15
+        /// The largest mean token loss a record may carry.
+        public static let maxTokenLoss = 1e6
+
+        public init(backupAfterMs: Millis, workTimeoutMs: Millis, maxFailures: Int = 3, maxLabelsPerSample: Int64) {
+            self.backupAfterMs = backupAfterMs
+            self.workTimeoutMs = workTimeoutMs
+            self.maxFailures = maxFailures
+            self.maxLabelsPerSample = maxLabelsPerSample
+        }
+    }
+
     struct Assignment: Sendable, Equatable {
         var microBatch: UInt32
         var since: Millis
@@ -27,7 +59,7 @@ public struct StepScheduler: Sendable {
     public let step: UInt64
     public let epoch: UInt64
     public let dropout: Bool
-    public let backupAfterMs: Millis
+    public let policy: Policy
     /// Sample indices of each micro-batch, by micro-batch index.
     public let microBatches: [[Int64]]
     private let params: TensorSet
@@ -37,20 +69,20 @@ public struct StepScheduler: Sendable {
     private var queue: [UInt32]
     private var outstanding: [WorkerID: Assignment] = [:]
     private var accepted: [UInt32: WorkResult] = [:]
+    private var failures: [UInt32: [String]] = [:]
+    private var failedOn: [UInt32: Set<WorkerID>] = [:]
     private var announced = false
 
-    /// - Parameters:
-    ///   - params: the parameters this step's gradients are taken at (sent to workers lacking them).
-    ///   - backupAfterMs: how long a micro-batch may be outstanding before an idle worker backs it up.
+    /// - Parameter params: the parameters this step's gradients are taken at (sent to workers lacking them).
     public init(jobID: UInt64, step: UInt64, epoch: UInt64, microBatches: [[Int64]], dropout: Bool,
-                params: TensorSet, backupAfterMs: Millis) {
+                params: TensorSet, policy: Policy) {
         self.jobID = jobID
         self.step = step
         self.epoch = epoch
         self.microBatches = microBatches
         self.dropout = dropout
         self.params = params
-        self.backupAfterMs = backupAfterMs
+        self.policy = policy
         self.queue = Array(0..<UInt32(microBatches.count))
     }
 
@@ -83,74 +115,158 @@ public struct StepScheduler: Sendable {
         return out + assignIdle(now: now)
     }
 
-    /// A worker died or left: its micro-batch goes back to the queue (unless another copy is out).
+    /// A worker died, left or was evicted: its micro-batch goes back to the queue (unless another copy
+    /// is out).
     public mutating func workerGone(_ id: WorkerID, now: Millis) -> [Directive] {
         workers.removeAll { $0 == id }
         haveParams.remove(id)
         guard let a = outstanding.removeValue(forKey: id) else { return [] }
         var out: [Directive] = []
-        if accepted[a.microBatch] == nil, !outstanding.values.contains(where: { $0.microBatch == a.microBatch }) {
-            insertQueued(a.microBatch)
+        if requeue(a.microBatch) {
             out.append(.log(.info, "step \(step): micro-batch \(a.microBatch) of \(id) goes back to the queue"))
-        }
-        return out + assignIdle(now: now)
-    }
-
-    /// A message from a worker that the shell decoded. Only Result matters here; the rest is ignored.
-    public mutating func received(_ e: Envelope, from id: WorkerID, now: Millis) -> [Directive] {
-        guard case .result(let r) = e.message else { return [] }
-        guard e.jobID == jobID else {
-            return [.log(.warning, "dropped a result from \(id) for job \(hex(e.jobID)), this job is \(hex(jobID))")]
-        }
-        guard e.step == step else {
-            return [.log(.info, "dropped a result from \(id) for step \(e.step) (now at step \(step))")]
-        }
-        guard Int(r.microBatch) < microBatches.count else {
-            return [.log(.warning, "dropped a result from \(id) for micro-batch \(r.microBatch): step \(step) has \(microBatches.count)")]
-        }
-        var out: [Directive] = []
-        if outstanding[id]?.microBatch == r.microBatch { outstanding[id] = nil }
-        if accepted[r.microBatch] != nil {
-            out.append(.log(.debug, "ignored a duplicate result for micro-batch \(r.microBatch) from \(id)"))
-        } else {
-            accepted[r.microBatch] = r
-            queue.removeAll { $0 == r.microBatch }
         }
         return out + assignIdle(now: now) + completion()
     }
 
-    /// Backs up slow micro-batches on idle workers. Call when ``nextDeadline`` is reached.
-    public mutating func tick(now: Millis) -> [Directive] {
-        assignIdle(now: now)
+    /// A message from a worker that the shell decoded: a Result or a Failed; the rest is ignored.
+    public mutating func received(_ e: Envelope, from id: WorkerID, now: Millis) -> [Directive] {
+        let microBatch: UInt32
+        switch e.message {
+        case .result(let r): microBatch = r.microBatch
+        case .failed(let f): microBatch = f.microBatch
+        default: return []
+        }
+        guard e.jobID == jobID else {
+            return [.log(.warning, "dropped a \(e.message.kind) from \(id) for job \(hex(e.jobID)), this job is \(hex(jobID))")]
+        }
+        guard e.step == step else {
+            return [.log(.info, "dropped a \(e.message.kind) from \(id) for step \(e.step) (now at step \(step))")]
+        }
+        guard let held = outstanding[id], held.microBatch == microBatch else {
+            return evict(id, "sent a \(e.message.kind) for micro-batch \(microBatch) of step \(step), which it was not given", now: now)
+        }
+        outstanding[id] = nil
+        if case .failed(let f) = e.message {
+            return fail(microBatch, on: id, "\(id): \(Sanitized.text(f.reason, limit: 400))", now: now)
+        }
+        guard case .result(let r) = e.message else { return [] }
+        if accepted[microBatch] != nil {
+            // The slower copy of a backed-up micro-batch: the same bits, nothing to do.
+            return [.log(.debug, "ignored the second copy of micro-batch \(microBatch) from \(id)")] + assignIdle(now: now)
+        }
+        if let problem = check(r.gradients, samples: microBatches[Int(microBatch)].count) {
+            var out = evict(id, "sent an invalid result for micro-batch \(microBatch) of step \(step): \(problem)", now: now)
+            out += fail(microBatch, on: id, "\(id): invalid result (\(problem))", now: now)
+            return out
+        }
+        accepted[microBatch] = r
+        queue.removeAll { $0 == microBatch }
+        return assignIdle(now: now) + completion()
     }
 
-    /// When ``tick(now:)`` next has something to do: the moment the oldest single-copy micro-batch may be
-    /// backed up, if a worker is idle and nothing is queued (otherwise the idle worker is already busy).
+    /// Backups of slow micro-batches and the work deadline. Call when ``nextDeadline`` is reached.
+    public mutating func tick(now: Millis) -> [Directive] {
+        var out: [Directive] = []
+        for (id, a) in outstanding.sorted(by: { $0.key < $1.key }) where now - a.since >= policy.workTimeoutMs {
+            outstanding[id] = nil
+            let why = "no result for micro-batch \(a.microBatch) within cluster.work_timeout_ms (\(policy.workTimeoutMs) ms)"
+            out += evict(id, why, now: now)
+            out += fail(a.microBatch, on: id, "\(id): \(why)", now: now)
+        }
+        return out + assignIdle(now: now)
+    }
+
+    /// When ``tick(now:)`` next has something to do: the earliest work deadline, or the moment the oldest
+    /// single-copy micro-batch may be backed up if a worker is idle and nothing is queued.
     public var nextDeadline: Millis? {
-        guard queue.isEmpty, !idle.isEmpty, !isComplete else { return nil }
-        var copies: [UInt32: Int] = [:]
-        for a in outstanding.values { copies[a.microBatch, default: 0] += 1 }
-        return outstanding.values
-            .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil }
-            .map { $0.since + backupAfterMs }
-            .min()
+        guard !isComplete, !announced else { return nil }
+        var deadlines = outstanding.values.map { $0.since + policy.workTimeoutMs }
+        if queue.isEmpty, !idle.isEmpty {
+            var copies: [UInt32: Int] = [:]
+            for a in outstanding.values { copies[a.microBatch, default: 0] += 1 }
+            deadlines += outstanding.values
+                .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil }
+                .map { $0.since + policy.backupAfterMs }
+        }
+        return deadlines.min()
+    }
+
+    /// Why a record cannot be a micro-batch's gradient of this job, or nil if it can.
+    public func check(_ g: MicroBatchGradients, samples: Int) -> String? {
+        guard g.grads.names == params.names else {
+            return "its tensors are \(g.grads.names.prefix(8).map { Sanitized.text($0) }), the parameters are \(params.names)"
+        }
+        for (mine, theirs) in zip(params, g.grads) where mine.tensor.shape != theirs.tensor.shape {
+            return "\(mine.name) has shape \(theirs.tensor.shape), the parameter has \(mine.tensor.shape)"
+        }
+        let maxLabels = Int64(samples) * policy.maxLabelsPerSample
+        guard (0...maxLabels).contains(g.labelCount) else {
+            return "label count \(g.labelCount) is outside 0...\(maxLabels) for \(samples) samples"
+        }
+        guard g.lossSum.isFinite, g.lossSum >= 0, g.lossSum <= Double(g.labelCount) * Policy.maxTokenLoss else {
+            return "loss sum \(g.lossSum) is not a finite value in 0...\(Double(g.labelCount) * Policy.maxTokenLoss)"
+        }
+        for t in g.grads {
+            let values = t.tensor.buffer
+            // |x| <= bound is false for NaN, so one comparison catches NaN, infinities and huge values.
+            if let bad = values.firstIndex(where: { !(abs($0) <= Policy.maxGradient) }) {
+                return "\(t.name)[\(bad)] is \(values[bad]), not finite within ±\(Policy.maxGradient)"
+            }
+        }
+        return nil
     }
 
     // MARK: internals
 
     private var idle: [WorkerID] { workers.filter { outstanding[$0] == nil } }
 
+    /// Takes a member out: the core removes it and refuses it.
+    private mutating func evict(_ id: WorkerID, _ reason: String, now: Millis) -> [Directive] {
+        workers.removeAll { $0 == id }
+        haveParams.remove(id)
+        outstanding[id] = nil
+        return [.workerEvicted(id, reason: reason)]
+    }
+
+    /// A micro-batch failed on `id`: it goes back to the queue for another worker, or the step fails.
+    private mutating func fail(_ mb: UInt32, on id: WorkerID, _ reason: String, now: Millis) -> [Directive] {
+        failures[mb, default: []].append(reason)
+        failedOn[mb, default: []].insert(id)
+        let reasons = failures[mb]!
+        if !announced, reasons.count >= policy.maxFailures || (!workers.isEmpty && Set(workers).isSubset(of: failedOn[mb]!)) {
+            announced = true
+            return [.stepFailed(step: step, microBatch: mb, reasons: reasons)]
+        }
+        _ = requeue(mb)
+        return [.log(.warning, "step \(step): micro-batch \(mb) failed (\(reason)); it goes back to the queue")]
+            + assignIdle(now: now)
+    }
+
+    /// Puts a micro-batch back in the queue unless it is done or another copy is out.
+    private mutating func requeue(_ mb: UInt32) -> Bool {
+        guard accepted[mb] == nil, !outstanding.values.contains(where: { $0.microBatch == mb }), !queue.contains(mb) else {
+            return false
+        }
+        let i = queue.firstIndex { $0 > mb } ?? queue.endIndex
+        queue.insert(mb, at: i)
+        return true
+    }
+
     private mutating func assignIdle(now: Millis) -> [Directive] {
+        guard !announced else { return [] }
         var out: [Directive] = []
         for id in idle {
-            if let mb = queue.first {
-                queue.removeFirst()
+            // A micro-batch that failed on this worker goes to another one when it can; it comes back here
+            // only when every live worker has failed it (bounded by maxFailures).
+            let live = Set(workers)
+            let pick = queue.firstIndex { !(failedOn[$0]?.contains(id) ?? false) }
+                ?? queue.firstIndex { failedOn[$0]?.isSuperset(of: live) ?? false }
+            if let i = pick {
+                let mb = queue.remove(at: i)
                 out += assign(mb, to: id, now: now)
             } else if let mb = slowest(now: now) {
                 out.append(.log(.info, "step \(step): backing up slow micro-batch \(mb) on idle \(id)"))
                 out += assign(mb, to: id, now: now)
-            } else {
-                break
             }
         }
         return out
@@ -161,7 +277,7 @@ public struct StepScheduler: Sendable {
         var copies: [UInt32: Int] = [:]
         for a in outstanding.values { copies[a.microBatch, default: 0] += 1 }
         return outstanding.values
-            .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil && now - $0.since >= backupAfterMs }
+            .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil && now - $0.since >= policy.backupAfterMs }
             .min { ($0.since, $0.microBatch) < ($1.since, $1.microBatch) }?
             .microBatch
     }
@@ -176,11 +292,6 @@ public struct StepScheduler: Sendable {
         out.append(.send(to: id, Envelope(jobID: jobID, step: step, .work(work))))
         outstanding[id] = Assignment(microBatch: mb, since: now)
         return out
-    }
-
-    private mutating func insertQueued(_ mb: UInt32) {
-        let i = queue.firstIndex { $0 > mb } ?? queue.endIndex
-        queue.insert(mb, at: i)
     }
 
     private mutating func completion() -> [Directive] {

@@ -23,15 +23,34 @@ public enum WireFrame: Sendable {
     }
 }
 
-/// Sizes beyond which a frame is rejected as absurd before anything is allocated.
+/// Sizes beyond which a frame is rejected as absurd before anything is allocated. The defaults suit a
+/// worker reading its coordinator; the coordinator decodes with ``forJob(parameters:microBatch:)``.
 public struct WireLimits: Sendable {
+    /// Config JSON, fingerprints.
     public var maxStringBytes = 16 << 20
     public var maxNameBytes = 1024
+    /// Failure and refusal reasons.
+    public var maxReasonBytes = 4096
     public var maxRank = 8
     public var maxTensors = 65_536
     public var maxSamples = 1 << 24
     public var maxTensorBytes: UInt64 = 1 << 34
     public init() {}
+
+    /// What a coordinator accepts from its workers: no tensor larger than the job's largest parameter,
+    /// no more tensors than it has, no more samples than a micro-batch, short strings.
+    public static func forJob(parameters: TensorSet, microBatch: Int) -> WireLimits {
+        var l = WireLimits()
+        l.maxStringBytes = 64 << 10
+        l.maxTensors = parameters.count
+        l.maxSamples = max(microBatch, 1)
+        l.maxTensorBytes = UInt64(parameters.tensors.map { $0.count * 4 }.max() ?? 0)
+        return l
+    }
+
+    /// The largest frame such a message can have: a ZeroMQ socket drops a peer that sends more
+    /// (ZMQ_MAXMSGSIZE), before the frame is ever handed to the shell.
+    public var maxFrameBytes: Int64 { Int64(max(maxTensorBytes, UInt64(maxStringBytes) + 4096)) }
 }
 
 /// Binary encoding of ``Envelope``s as ZeroMQ multipart messages (all integers little-endian):
@@ -66,7 +85,7 @@ public enum WireCodec {
             m.string(x.workerName)
             m.string(x.backbone)
             m.u16(x.protocolVersion)
-            m.u32(x.computeThreads)
+            m.u64(x.computeID)
         case .welcome(let x):
             m.string(x.configJSON)
         case .refuse(let reason):
@@ -84,6 +103,9 @@ public enum WireCodec {
             m.f64(x.gradients.lossSum)
             m.i64(x.gradients.labelCount)
             m.f64(x.computeSeconds)
+        case .failed(let x):
+            m.u32(x.microBatch)
+            m.string(x.reason)
         case .bye(let ids):
             m.u32(UInt32(ids.count))
             for i in ids { m.u32(i) }
@@ -142,8 +164,8 @@ public enum WireCodec {
                 let name = try r.string("worker name", limit: limits.maxNameBytes)
                 let backbone = try r.string("backbone fingerprint", limit: limits.maxStringBytes)
                 let version = try r.u16("hello protocol version")
-                let threads = try r.u32("compute threads")
-                message = .hello(Hello(workerName: name, backbone: backbone, protocolVersion: version, computeThreads: threads))
+                let computeID = try r.u64("compute id")
+                message = .hello(Hello(workerName: name, backbone: backbone, computeID: computeID, protocolVersion: version))
             case .welcome:
                 message = .welcome(Welcome(configJSON: try r.string("config JSON", limit: limits.maxStringBytes), params: TensorSet()))
             case .refuse:
@@ -167,6 +189,9 @@ public enum WireCodec {
                 let seconds = try r.f64("compute seconds")
                 message = .result(WorkResult(microBatch: mb, gradients: MicroBatchGradients(lossSum: loss, labelCount: labels, grads: TensorSet()),
                                              computeSeconds: seconds))
+            case .failed:
+                let mb = try r.u32("micro-batch index")
+                message = .failed(Failed(microBatch: mb, reason: try r.string("failure reason", limit: limits.maxReasonBytes)))
             case .bye:
                 let n = try r.count("unfinished count", limit: limits.maxSamples, minBytesEach: 4)
                 var ids = [UInt32]()

@@ -2,25 +2,42 @@ import Foundation
 import Model
 
 /// The wire protocol version this build speaks. Bump on any incompatible change.
-public let wireProtocolVersion: UInt16 = 1
+/// 2: Hello carries the compute id instead of the thread count; Failed.
+public let wireProtocolVersion: UInt16 = 2
 
 /// Message kinds; the raw value is the byte on the wire.
 public enum MessageKind: UInt8, Sendable, CaseIterable {
-    case hello = 1, welcome, refuse, heartbeat, work, params, result, bye, stop
+    case hello = 1, welcome, refuse, heartbeat, work, params, result, bye, stop, failed
 }
 
-/// Worker → coordinator: asks to join.
+/// Worker → coordinator: asks to join. A Hello with an empty backbone is a probe: a worker started
+/// without a job file asks what to load.
 public struct Hello: Sendable, Equatable {
     public var workerName: String
-    /// Fingerprint of the frozen backbone the worker holds (sizes and SHA-256 of its safetensors).
+    /// Fingerprint of the frozen backbone the worker holds (its weights and the config.json fields that
+    /// change the math); empty for a probe.
     public var backbone: String
+    /// ``JobConfig/computeID`` of the job config the worker parsed (0 for a probe): what it computes must be
+    /// what the coordinator's job computes.
+    public var computeID: UInt64
     public var protocolVersion: UInt16
-    public var computeThreads: UInt32
-    public init(workerName: String, backbone: String, protocolVersion: UInt16 = wireProtocolVersion, computeThreads: UInt32) {
+    public init(workerName: String, backbone: String, computeID: UInt64, protocolVersion: UInt16 = wireProtocolVersion) {
         self.workerName = workerName
         self.backbone = backbone
+        self.computeID = computeID
         self.protocolVersion = protocolVersion
-        self.computeThreads = computeThreads
+    }
+
+    public var isProbe: Bool { backbone.isEmpty }
+}
+
+/// Worker → coordinator: the micro-batch of the envelope's step could not be computed here; why.
+public struct Failed: Sendable, Equatable {
+    public var microBatch: UInt32
+    public var reason: String
+    public init(microBatch: UInt32, reason: String) {
+        self.microBatch = microBatch
+        self.reason = reason
     }
 }
 
@@ -80,6 +97,7 @@ public enum Message: Sendable, Equatable {
     /// Coordinator → worker: the parameters after the optimizer step that produced envelope.step.
     case params(TensorSet)
     case result(WorkResult)
+    case failed(Failed)
     /// Worker → coordinator: leaving; the micro-batches it had not finished.
     case bye(unfinished: [UInt32])
     /// Coordinator → worker: the job is over; exit.
@@ -94,6 +112,7 @@ public enum Message: Sendable, Equatable {
         case .work: .work
         case .params: .params
         case .result: .result
+        case .failed: .failed
         case .bye: .bye
         case .stop: .stop
         }

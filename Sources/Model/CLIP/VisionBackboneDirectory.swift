@@ -36,6 +36,6 @@ public struct VisionBackboneDirectory {
             path: path)
     }
 
-    /// The fingerprint of these weights (DESIGN §5).
-    public func fingerprint() throws -> String { try BackboneFingerprint.of(directory: directory) }
+    /// The fingerprint of these weights and the config fields that change the math (DESIGN §5).
+    public func fingerprint() throws -> String { "\(try BackboneFingerprint.of(directory: directory))|config:\(config.mathDigest)" }
 }

@@ -59,13 +59,19 @@ public final class DEHVFModel {
     /// Logits of `choiceTokenIDs` at each sample's `answerPositions` (text positions), dropout off: [B][C].
     public func choiceLogits(_ batch: TrainingBatch, params: TensorSet, answerPositions: [Int32],
                              choiceTokenIDs: [Int32]) throws -> [[Float]] {
+        let v = llama.config.vocabSize
+        if let bad = choiceTokenIDs.first(where: { $0 < 0 || Int($0) >= v }) {
+            throw ModelError(.badInput, "choice token id \(bad) is not below the vocabulary size \(v)")
+        }
+        guard answerPositions.count == batch.batch, answerPositions.allSatisfy({ $0 >= 0 && Int($0) < batch.tokens }) else {
+            throw ModelError(.badInput, "answer positions \(answerPositions.prefix(8)) for \(batch.batch) samples of \(batch.tokens) tokens")
+        }
         fuser.params = params
         let t = length(batch), shift = concat ? config.visualTokens : 0
         let ws = workspace(batch: batch.batch, length: t, training: false)
         let final = try forward(batch, workspace: ws, dropout: nil)
         let rows = answerPositions.enumerated().map { b, p in b * t + shift + Int(p) }
         let logits = llama.logits(final, rows: rows)
-        let v = llama.config.vocabSize
         return rows.indices.map { i in choiceTokenIDs.map { logits.data[i * v + Int($0)] } }
     }
 

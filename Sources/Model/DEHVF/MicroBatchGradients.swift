@@ -16,6 +16,11 @@ public struct MicroBatchGradients: Sendable, Equatable {
         self.grads = grads
     }
 
+    /// Whether the loss sum and every gradient element are finite.
+    public var isFinite: Bool {
+        lossSum.isFinite && grads.allSatisfy { $0.tensor.buffer.allSatisfy(\.isFinite) }
+    }
+
     /// Bitwise: the loss sum's bits, the count, and every gradient's bits.
     public static func == (a: MicroBatchGradients, b: MicroBatchGradients) -> Bool {
         a.lossSum.bitPattern == b.lossSum.bitPattern && a.labelCount == b.labelCount && a.grads == b.grads

@@ -25,5 +25,6 @@ public struct LanguageBackboneDirectory {
         return LanguageBackboneDirectory(directory: directory, config: config, archive: archive)
     }
 
-    public func fingerprint() throws -> String { try BackboneFingerprint.of(directory: directory) }
+    /// The fingerprint of these weights and the config fields that change the math (DESIGN §5).
+    public func fingerprint() throws -> String { "\(try BackboneFingerprint.of(directory: directory))|config:\(config.mathDigest)" }
 }

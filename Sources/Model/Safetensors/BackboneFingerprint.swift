@@ -48,3 +48,44 @@ public enum BackboneFingerprint {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }
+
+/// The `config.json` fields that change a backbone's numbers, as one canonical line: `key=value` sorted by
+/// key, integers in decimal, floats as the hex bits of their float32 value (the precision the model
+/// computes in), so Python reproduces it exactly (Scripts/reference/make_dehvf_fixtures.py). Its SHA-256
+/// goes into the fingerprint: the same weights with another `rope_theta` or `rms_norm_eps` compute other
+/// numbers, and a worker holding them must not be admitted.
+public protocol MathSignature {
+    var mathFields: [(String, String)] { get }
+}
+
+extension MathSignature {
+    public var mathSignature: String { mathFields.sorted { $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(separator: ";") }
+
+    /// The first 16 hex digits of the signature's SHA-256.
+    public var mathDigest: String {
+        let bytes = Array(mathSignature.utf8)
+        return String(bytes.withUnsafeBytes { BackboneFingerprint.sha256Hex($0) }.prefix(16))
+    }
+
+    static func bits(_ f: Float) -> String { "0x" + String(f.bitPattern, radix: 16) }
+}
+
+extension CLIPVisionConfig: MathSignature {
+    public var mathFields: [(String, String)] {
+        [("hidden_size", "\(hiddenSize)"), ("intermediate_size", "\(intermediateSize)"),
+         ("num_hidden_layers", "\(numHiddenLayers)"), ("num_attention_heads", "\(numAttentionHeads)"),
+         ("num_channels", "\(numChannels)"), ("image_size", "\(imageSize)"), ("patch_size", "\(patchSize)"),
+         ("layer_norm_eps", Self.bits(layerNormEps)), ("hidden_act", hiddenAct)]
+    }
+}
+
+extension LlamaConfig: MathSignature {
+    public var mathFields: [(String, String)] {
+        [("hidden_size", "\(hiddenSize)"), ("intermediate_size", "\(intermediateSize)"),
+         ("num_hidden_layers", "\(numHiddenLayers)"), ("num_attention_heads", "\(numAttentionHeads)"),
+         ("num_key_value_heads", "\(numKeyValueHeads)"), ("head_dim", "\(headDim)"), ("vocab_size", "\(vocabSize)"),
+         ("rms_norm_eps", Self.bits(rmsNormEps)), ("rope_theta", Self.bits(ropeTheta)),
+         ("tie_word_embeddings", "\(tieWordEmbeddings)"), ("hidden_act", hiddenAct),
+         ("attention_bias", "\(attentionBias)"), ("mlp_bias", "\(mlpBias)")]
+    }
+}

@@ -4,17 +4,30 @@ import Foundation
 /// A blocking queue that merges what a shell waits for — socket events, finished computations, signals —
 /// into one loop on one thread. Producers `post` from any thread; the loop `wait`s until the next
 /// deadline its state machines name (a heartbeat, a timeout) or until something is posted.
+///
+/// Bounded: beyond `limit` waiting items, a droppable post (a socket's message) is refused and counted,
+/// while the few events that must not be lost (signals, a finished computation) are always taken.
 public final class EventQueue<Event>: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [Event] = []
+    public let limit: Int
+    /// Droppable posts refused so far.
+    public private(set) var dropped = 0
 
-    public init() {}
+    public init(limit: Int = 4096) { self.limit = limit }
 
-    public func post(_ e: Event) {
+    /// Queues `e`; returns false (and counts it) if it is droppable and the queue is full.
+    @discardableResult
+    public func post(_ e: Event, droppable: Bool = false) -> Bool {
         condition.lock()
+        defer { condition.unlock() }
+        if droppable && items.count >= limit {
+            dropped += 1
+            return false
+        }
         items.append(e)
         condition.signal()
-        condition.unlock()
+        return true
     }
 
     /// Everything posted so far, waiting for the first item until `deadline` on the ``monotonicMillis()``
@@ -41,7 +54,7 @@ extension SocketThread {
     public func forward<E>(into queue: EventQueue<E>, _ wrap: @escaping @Sendable (SocketThread.Event) -> E) {
         let stream = events
         Task.detached {
-            for await e in stream { queue.post(wrap(e)) }
+            for await e in stream { queue.post(wrap(e), droppable: true) }
         }
     }
 }

@@ -11,14 +11,18 @@ import Foundation
 /// ```swift
 /// let router = try SocketThread(name: "coordinator", context: ctx, type: .router, bind: "tcp://127.0.0.1:*")
 /// for await event in router.events {
-///     if case .message(let from, let frames) = event { let e = try WireCodec.decode(frames); ... }
+///     if case .message(let from, _, let frames) = event { let e = try WireCodec.decode(frames); ... }
 /// }
 /// router.send(envelope, to: identity)
 /// ```
 public final class SocketThread: @unchecked Sendable {
     public enum Event: Sendable {
-        /// A whole multipart message; `identity` is the ROUTER's routing frame (nil on a DEALER).
-        case message(identity: [UInt8]?, frames: [ZMQMessage])
+        /// A whole multipart message; `identity` is the ROUTER's routing frame (nil on a DEALER), `userID`
+        /// the ZAP User-Id of the connection it came on (under CURVE: the key file that admitted the peer).
+        case message(identity: [UInt8]?, userID: String?, frames: [ZMQMessage])
+        /// Messages that arrived while ``events`` held ``SocketOptions/eventLimit`` undelivered ones, and
+        /// were dropped (a consumer that falls behind, or a flood).
+        case dropped(Int)
         /// A send that ZeroMQ refused (unknown peer under ROUTER_MANDATORY, full queue): the message is dropped.
         case sendFailed(identity: [UInt8]?, ZMQError)
         /// The receive side failed; the thread stops.
@@ -41,9 +45,9 @@ public final class SocketThread: @unchecked Sendable {
     public init(name: String, context: ZMQContext, type: SocketType, options: SocketOptions = .init(),
                 _ target: Target) throws {
         self.name = name
-        let (stream, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
+        let (stream, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingOldest(options.eventLimit))
         events = stream
-        let mailbox = try Mailbox(continuation)
+        let mailbox = try Mailbox(continuation, filter: options.incomingFilter)
         self.mailbox = mailbox
 
         do {
@@ -85,6 +89,9 @@ public final class SocketThread: @unchecked Sendable {
 /// The state shared between callers and the socket thread: the outbox, the stop flag, the wake pipe.
 private final class Mailbox: @unchecked Sendable {
     let continuation: AsyncStream<SocketThread.Event>.Continuation
+    let filter: SocketOptions.IncomingFilter?
+    /// Messages the full stream refused since the last report.
+    var dropped = 0
     let lock = NSLock()
     var outbox: [(identity: [UInt8]?, frames: [WireFrame])] = []
     var stopping = false
@@ -93,8 +100,9 @@ private final class Mailbox: @unchecked Sendable {
     let wakeWrite: Int32
     let finished = DispatchSemaphore(value: 0)
 
-    init(_ continuation: AsyncStream<SocketThread.Event>.Continuation) throws {
+    init(_ continuation: AsyncStream<SocketThread.Event>.Continuation, filter: SocketOptions.IncomingFilter?) throws {
         self.continuation = continuation
+        self.filter = filter
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ZMQError("pipe", code: errno) }
         _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
@@ -161,7 +169,7 @@ private final class Mailbox: @unchecked Sendable {
             lock.unlock()
             for (identity, frames) in batch {
                 do { try socket.send(frames, identity: identity) } catch let e as ZMQError {
-                    continuation.yield(.sendFailed(identity: identity, e))
+                    deliver(.sendFailed(identity: identity, e))
                 } catch {}
             }
             if stop { break loop }
@@ -171,7 +179,11 @@ private final class Mailbox: @unchecked Sendable {
                     guard var frames = try socket.receive() else { break }
                     var identity: [UInt8]?
                     if isRouter, !frames.isEmpty { identity = frames.removeFirst().bytes }
-                    continuation.yield(.message(identity: identity, frames: frames))
+                    let userID = frames.first?.userID
+                    // Refused here, on the socket's thread, a message is released before anything else
+                    // sees it: a stranger's frames never queue up in the process.
+                    if let filter, !filter(identity, userID, frames) { continue }
+                    deliver(.message(identity: identity, userID: userID, frames: frames))
                 } catch let e as ZMQError {
                     continuation.yield(.failed(e))
                     break loop
@@ -179,5 +191,11 @@ private final class Mailbox: @unchecked Sendable {
             }
         }
         continuation.finish()
+    }
+
+    /// Yields an event, counting what a full stream drops and reporting the count once it has room.
+    private func deliver(_ event: SocketThread.Event) {
+        if dropped > 0, case .enqueued = continuation.yield(.dropped(dropped)) { dropped = 0 }
+        if case .dropped = continuation.yield(event) { dropped += 1 }
     }
 }

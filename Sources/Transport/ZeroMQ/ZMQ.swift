@@ -51,12 +51,27 @@ public final class ZMQMessage: @unchecked Sendable, WireFrameBytes {
     }
 
     public var bytes: [UInt8] { withWireBytes { Array($0) } }
+
+    /// The ZAP User-Id of the connection this frame came on (under CURVE, what the ZAP handler named the
+    /// peer's key), or nil.
+    public var userID: String? {
+        guard let p = zmq_msg_gets(msg, "User-Id") else { return nil }
+        let s = String(cString: p)
+        return s.isEmpty ? nil : s
+    }
 }
 
 /// Socket options applied before bind/connect.
 public struct SocketOptions: Sendable {
+    /// Decides on the socket's thread whether a received message is delivered: (routing id, ZAP User-Id,
+    /// frames) → keep it. A coordinator drops strangers' messages here, before they queue up.
+    public typealias IncomingFilter = @Sendable (_ identity: [UInt8]?, _ userID: String?, _ frames: [ZMQMessage]) -> Bool
+
     /// ZMQ_MAXMSGSIZE: a peer sending a larger frame is disconnected (-1: no limit).
     public var maxMessageBytes: Int64 = 1 << 30
+    /// Undelivered events ``SocketThread/events`` holds before it drops new messages.
+    public var eventLimit = 4096
+    public var incomingFilter: IncomingFilter?
     /// ZMQ_LINGER: how long unsent messages delay close.
     public var lingerMs: Int32 = 200
     /// ZMQ_RECONNECT_IVL and ZMQ_RECONNECT_IVL_MAX: the DEALER's reconnect backoff.
