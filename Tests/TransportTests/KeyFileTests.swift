@@ -165,4 +165,28 @@ struct KeyFileTests {
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: out + "/coordinator.key")
         #expect(try Curve.readKey(file: out + "/coordinator.key") == made.coordinator.publicKey)
     }
+
+    @Test("an allowed-workers directory without a *.key file is an error naming it and how to make keys")
+    func emptyAllowList() throws {
+        let tmp = try TemporaryDirectory("keys")
+        defer { tmp.cleanup() }
+        let out = tmp.file("keys")
+        try Curve.generateJobKeys(out: out, workers: 1)
+        let workers = out + "/workers"
+        try FileManager.default.removeItem(atPath: workers + "/worker-1.key")
+        // Not public keys: a secret put there by mistake, a note.
+        try FileManager.default.copyItem(atPath: out + "/worker-1.key_secret", toPath: workers + "/worker-1.key_secret")
+        try tmp.write("keys/workers/README", "worker keys go here\n")
+
+        let e = curveError { _ = try Curve.allowedKeys(directory: workers) }
+        #expect(e?.code == .noAllowedKeys && e?.path == workers)
+        #expect(e?.message.contains(workers) == true && e?.message.contains("coordinator keys --out \(out)") == true,
+                "\(e?.message ?? "")")
+        let ctx = try ZMQContext()
+        #expect(curveError { _ = try ZAPHandler(context: ctx, allowedDirectory: workers) { _ in } }?.code == .noAllowedKeys)
+
+        // A missing directory says which one, too.
+        let missing = curveError { _ = try Curve.allowedKeys(directory: tmp.file("nowhere")) }
+        #expect(missing?.code == .unreadable && missing?.message.contains(tmp.file("nowhere")) == true)
+    }
 }

@@ -76,6 +76,8 @@ public struct CurveError: Error, Sendable, CustomStringConvertible {
         case exists
         /// A secret key file, or a key directory, that its group or others can get at.
         case unsafePermissions
+        /// An allowed-workers directory with no `*.key` file: no worker could ever join.
+        case noAllowedKeys
     }
     public var code: Code
     public var message: String
@@ -172,15 +174,28 @@ public enum Curve {
         throw CurveError.badKey("\(path): no key in the file")
     }
 
-    /// Every public key in a directory of `*.key` files, mapped to its file name (for logs).
+    /// Every public key in a directory of `*.key` files, mapped to its file name (for logs). A directory
+    /// with none is an error: with CURVE on it would admit no worker, and the job would wait forever.
     public static func allowedKeys(directory: String) throws -> [String: String] {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: directory) } catch {
-            throw CurveError.unreadable(directory, cause: error)
+            throw CurveError(code: .unreadable, message: "cannot read the allowed-workers directory \(directory) "
+                + "(security.allowed_workers); make keys with `coordinator keys --out DIR --workers N` and point "
+                + "security.allowed_workers at DIR/workers", path: directory, cause: error)
         }
         var keys: [String: String] = [:]
         for n in names.sorted() where n.hasSuffix(".key") {
             keys[try readKey(file: (directory as NSString).appendingPathComponent(n))] = n
+        }
+        guard !keys.isEmpty else {
+            // `coordinator keys --out DIR` lists the workers in DIR/workers.
+            let made = (directory as NSString).lastPathComponent == "workers"
+                ? "`coordinator keys --out \((directory as NSString).deletingLastPathComponent) --workers N` (it writes "
+                    + "the workers' public keys there)"
+                : "`coordinator keys --out DIR --workers N` and point security.allowed_workers at DIR/workers"
+            throw CurveError(code: .noAllowedKeys, message: "no worker public key (*.key) in \(directory) "
+                + "(security.allowed_workers), so no worker could join: refusing to start. Make keys with \(made)",
+                path: directory)
         }
         return keys
     }
