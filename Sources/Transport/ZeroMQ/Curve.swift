@@ -191,7 +191,7 @@ public enum Curve {
             // `coordinator keys --out DIR` lists the workers in DIR/workers.
             let made = (directory as NSString).lastPathComponent == "workers"
                 ? "`coordinator keys --out \((directory as NSString).deletingLastPathComponent) --workers N` (it writes "
-                    + "the workers' public keys there)"
+                    + "the workers' public keys there; add --force to replace keys already in it)"
                 : "`coordinator keys --out DIR --workers N` and point security.allowed_workers at DIR/workers"
             throw CurveError(code: .noAllowedKeys, message: "no worker public key (*.key) in \(directory) "
                 + "(security.allowed_workers), so no worker could join: refusing to start. Make keys with \(made)",
