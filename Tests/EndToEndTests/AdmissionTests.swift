@@ -41,6 +41,26 @@ struct AdmissionTests {
         #expect(try Demo.latest(dir).step == 6)
     }
 
+    @Test("with security.curve on and no worker key in allowed_workers, the coordinator refuses to start and says how to make keys")
+    func emptyAllowList() throws {
+        let dir = try Demo.scratch("curve-empty")
+        let keys = dir.appendingPathComponent("keys")
+        let k = try Child("coordinator", ["keys", "--out", keys.path, "--workers", "1"], log: dir.path + "/keys.log")
+        #expect(try k.wait() == 0, "\(k.output)")
+        try FileManager.default.removeItem(at: keys.appendingPathComponent("workers/worker-1.key"))
+        let job = try Demo.job(in: dir, launcher: "manual", port: Demo.port(), steps: 2, extra: """
+            security:
+              curve: true
+              secret_key: keys/coordinator.key_secret
+              allowed_workers: keys/workers
+            """)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        #expect(try c.wait(seconds: 60) == 1, "\(c.output)")
+        #expect(c.output.contains("no worker public key (*.key) in \(keys.path)/workers"), "\(c.output)")
+        #expect(c.output.contains("coordinator keys --out \(keys.path) --workers N"), "\(c.output)")
+        #expect(!c.output.contains("listening on"), "\(c.output)")
+    }
+
     @Test("a worker holding other backbone weights is refused, and says why")
     func wrongBackbone() throws {
         let dir = try Demo.scratch("backbone")

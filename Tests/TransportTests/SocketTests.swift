@@ -134,8 +134,8 @@ struct SocketTests {
     func curve() async throws {
         let tmp = try TemporaryDirectory("curve")
         defer { tmp.cleanup() }
-        let dir = tmp.path
-        let (coordinator, workers) = try Curve.generateJobKeys(out: dir, workers: 1)
+        let dir = tmp.file("keys")
+        let (coordinator, workers, _) = try Curve.generateJobKeys(out: dir, workers: 1)
         #expect(FileManager.default.fileExists(atPath: dir + "/coordinator.key"))
         #expect(try CurveKeyPair(secretKeyFile: dir + "/coordinator.key_secret") == coordinator)
         #expect(try CurveKeyPair(secretKeyFile: dir + "/worker-1.key_secret") == workers[0])

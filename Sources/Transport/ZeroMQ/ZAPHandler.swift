@@ -43,7 +43,8 @@ public final class ZAPHandler: @unchecked Sendable {
         }
     }
 
-    /// Loads the allowed keys from a directory of `*.key` files (`security.allowed_workers`).
+    /// Loads the allowed keys from a directory of `*.key` files (`security.allowed_workers`); a directory
+    /// without one is an error (``CurveError/Code/noAllowedKeys``), not a job no worker can ever join.
     public convenience init(context: ZMQContext, allowedDirectory: String, onDecision: @escaping @Sendable (Decision) -> Void) throws {
         try self.init(context: context, allowed: Curve.allowedKeys(directory: allowedDirectory), onDecision: onDecision)
     }
