@@ -71,6 +71,25 @@ public final class HDF5File {
     /// Files this process creates need no check.
     fileprivate func markTrusted() { heapsVerified = true }
 
+    /// How much data a file may ask a reader to hold in memory: 16 x its size on disk (room for
+    /// compression) + 1 MiB. A file must hold its data; one that declares more (an HDF5 dataset can
+    /// declare 2^40 rows in a few KB, its chunks never written) is refused before anything is allocated.
+    public struct ReadBudget: Sendable {
+        public let fileSize: Int
+        public var bytes: Int { fileSize > (Int.max - (1 << 20)) / 16 ? .max : 16 * fileSize + (1 << 20) }
+        /// The rule, for messages.
+        public var rule: String { "16 x the file's \(fileSize) bytes + 1 MiB" }
+    }
+
+    /// The read budget of this file, from its size on disk now.
+    public func readBudget() throws -> ReadBudget {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw ShardError(.io, "cannot stat: \(String(cString: strerror(errno)))", path: path)
+        }
+        return ReadBudget(fileSize: Int(st.st_size))
+    }
+
     /// Flushes HDF5's buffers to the operating system (not to the disk: fsync is the caller's job).
     public func flush() throws {
         try withHDF5 {
