@@ -49,13 +49,15 @@ final class TrainingRun {
         totalSteps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         if let resume {
             let checkpoint: Checkpoint
+            // The job's shapes are checked against the file's before any tensor is allocated.
+            let shapes = engine.fuser.parameterShapes
             if resume == "latest" {
-                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path) else {
+                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path, expecting: shapes) else {
                     throw UserError("--resume latest: no checkpoint in \(job.checkpoint.dir) (no 'latest' file); start without --resume")
                 }
                 checkpoint = c
             } else {
-                checkpoint = try Checkpoint.read(path: resume)
+                checkpoint = try Checkpoint.read(path: resume, expecting: shapes)
             }
             state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.fingerprint)
             savedStep = state.step
