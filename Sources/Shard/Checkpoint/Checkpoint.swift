@@ -76,25 +76,25 @@ public struct Checkpoint: @unchecked Sendable {
         return path
     }
 
+    /// Writes the checkpoint file at `path`; on any error nothing is left there (`HDF5File.create(_:_:)`).
     private func writeFile(_ path: String) throws {
-        let file = try HDF5File.create(path)
-        let root = file.root
-        try root.setAttribute("format", string: Self.format)
-        try root.setAttribute("version", int: Self.version)
-        try root.setAttribute("step", int: Int64(step))
-        try root.setAttribute("epoch", int: Int64(epoch))
-        try root.setAttribute("seed", int: Int64(bitPattern: seed))
-        try root.setAttribute("config", string: config)
-        try root.setAttribute("backbone", string: backbone)
-        try TensorFile.write(params, into: try root.createGroup("params"))
-        let optimizer = try root.createGroup("optimizer")
-        try TensorFile.write(expAvg, into: try optimizer.createGroup("exp_avg"))
-        try TensorFile.write(expAvgSq, into: try optimizer.createGroup("exp_avg_sq"))
-        let history = try root.createGroup("history")
-        try history.write("loss", lossHistory, shape: [lossHistory.count],
-                          chunk: lossHistory.isEmpty ? nil : [lossHistory.count], fletcher32: !lossHistory.isEmpty)
-        try file.flush()
-        try file.close()
+        try HDF5File.create(path) { file in
+            let root = file.root
+            try root.setAttribute("format", string: Self.format)
+            try root.setAttribute("version", int: Self.version)
+            try root.setAttribute("step", int: Int64(step))
+            try root.setAttribute("epoch", int: Int64(epoch))
+            try root.setAttribute("seed", int: Int64(bitPattern: seed))
+            try root.setAttribute("config", string: config)
+            try root.setAttribute("backbone", string: backbone)
+            try TensorFile.write(params, into: try root.createGroup("params"))
+            let optimizer = try root.createGroup("optimizer")
+            try TensorFile.write(expAvg, into: try optimizer.createGroup("exp_avg"))
+            try TensorFile.write(expAvgSq, into: try optimizer.createGroup("exp_avg_sq"))
+            let history = try root.createGroup("history")
+            try history.write("loss", lossHistory, shape: [lossHistory.count],
+                              chunk: lossHistory.isEmpty ? nil : [lossHistory.count], fletcher32: !lossHistory.isEmpty)
+        }
     }
 
     /// Parameters and both moments name the same tensors with the same shapes; the loss history has

@@ -84,13 +84,12 @@ public enum TensorFile {
     public static func write(to path: String, groups: [(String, TensorSet)], root: TensorSet = TensorSet(),
                              strings: [(String, String)] = [], ints: [(String, Int64)] = []) throws {
         try DurableFile.write(path) { tmp in
-            let file = try HDF5File.create(tmp)
-            for (k, v) in strings { try file.root.setAttribute(k, string: v) }
-            for (k, v) in ints { try file.root.setAttribute(k, int: v) }
-            for (g, tensors) in groups { try write(tensors, into: try file.root.createGroup(g)) }
-            try write(root, into: file.root)
-            try file.flush()
-            try file.close()
+            try HDF5File.create(tmp) { file in
+                for (k, v) in strings { try file.root.setAttribute(k, string: v) }
+                for (k, v) in ints { try file.root.setAttribute(k, int: v) }
+                for (g, tensors) in groups { try write(tensors, into: try file.root.createGroup(g)) }
+                try write(root, into: file.root)
+            }
         }
     }
 }
