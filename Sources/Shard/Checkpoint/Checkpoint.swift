@@ -249,20 +249,31 @@ public struct Checkpoint: @unchecked Sendable {
     }
 
     /// Throws `.incompatibleCheckpoint` listing every tensor of every group that is missing, unexpected or
-    /// misshapen against `expected`.
+    /// misshapen against `expected`. Moments that differ exactly as the parameters do are said so once.
     private static func requireExpected(_ groups: [(label: String, tensors: [(name: String, dataset: HDF5Dataset)])],
                                         _ expected: Expectation, path: String) throws {
-        var problems: [String] = []
         let wanted = Dictionary(expected.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
-        for (label, tensors) in groups {
+        func differences(_ label: String, _ tensors: [(name: String, dataset: HDF5Dataset)]) -> [String] {
+            var out: [String] = []
             let have = Dictionary(tensors.map { ($0.name, $0.dataset.shape) }, uniquingKeysWith: { a, _ in a })
             for (name, shape) in expected {
-                guard let found = have[name] else { problems.append("\(label)/\(name) \(shape) missing"); continue }
-                if found != shape { problems.append("\(label)/\(name) has shape \(found), job expects \(shape)") }
+                guard let found = have[name] else { out.append("\(label)/\(name) \(shape) missing"); continue }
+                if found != shape { out.append("\(label)/\(name) has shape \(found), job expects \(shape)") }
             }
             for (name, ds) in tensors where wanted[name] == nil {
-                problems.append("unexpected tensor \(label)/\(name) \(ds.shape)")
+                out.append("unexpected tensor \(label)/\(name) \(ds.shape)")
             }
+            return out
+        }
+        let params = differences(groups[0].label, groups[0].tensors)
+        // The moments' differences with their group renamed "params": equal when they differ as the parameters do.
+        let moments = groups.dropFirst().map { g in (g.label, differences(g.label, g.tensors),
+                                                    differences(groups[0].label, g.tensors)) }
+        var problems = params
+        if !params.isEmpty && moments.allSatisfy({ $0.2 == params }) {
+            problems.append("optimizer/exp_avg and optimizer/exp_avg_sq differ the same way")
+        } else {
+            problems += moments.flatMap(\.1)
         }
         if !problems.isEmpty {
             // A hostile file may hold any number of tensors: the message lists the first 32 differences.
