@@ -173,7 +173,7 @@ struct CheckpointTests {
         let exe = try checkpointCrashWriter()
         let err = try TemporaryDirectory("err")
         defer { err.cleanup() }
-        FileManager.default.createFile(atPath: err.file("stderr"), contents: nil)
+        _ = FileManager.default.createFile(atPath: err.file("stderr"), contents: nil)
         let handle = try FileHandle(forWritingTo: err.fileURL("stderr"))
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
