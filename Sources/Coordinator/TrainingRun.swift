@@ -18,23 +18,32 @@ final class TrainingRun {
     /// The step of the newest checkpoint this run wrote or resumed from.
     var savedStep: Int?
 
-    /// A run without --resume must not silently overwrite (and then rotate away) an earlier run's
-    /// checkpoints, which is what forgetting --resume after a crash would do: refuse, or with `fresh`
-    /// remove the earlier run's checkpoints and log.
-    static func claim(_ dir: String, fresh: Bool) throws {
-        let fm = FileManager.default
-        let names = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter {
-            ($0.hasPrefix("step-") && $0.hasSuffix(".h5")) || $0 == "latest" || $0 == "train.jsonl"
-        }
-        let checkpoints = names.filter { $0.hasPrefix("step-") }.sorted()
-        guard !checkpoints.isEmpty else { return }
+    /// Takes `dir` for this run: an exclusive lock (`CheckpointDirectory.lock`), held while the returned
+    /// object lives, so a second coordinator on the same checkpoint.dir is refused with the holder's pid
+    /// and host. Then, unless resuming: a run without --resume must not silently overwrite (and then
+    /// rotate away) an earlier run's checkpoints, which is what forgetting --resume after a crash would
+    /// do: refuse, or with `fresh` remove exactly the earlier run's checkpoints, latest, train.jsonl and
+    /// worker logs, never anything else the directory holds.
+    static func claim(_ dir: String, fresh: Bool, resuming: Bool) throws -> CheckpointDirectory {
+        let directory = CheckpointDirectory(path: dir)
+        try directory.lock()
+        if resuming { return directory }
+        let earlier = try directory.earlierRun()
+        guard earlier.exists else { return directory }
         guard fresh else {
-            throw UserError("\(dir) already holds checkpoints of an earlier run (newest: \(checkpoints.last!)). "
-                + "Continue it with --resume latest, or start over with --fresh (which removes them and its train.jsonl), "
-                + "or set checkpoint.dir to a new directory")
+            let what = earlier.checkpoints.last.map { "checkpoints of an earlier run (newest: \($0))" }
+                ?? "an earlier run that saved no checkpoint (\(earlier.runFiles.joined(separator: ", ")))"
+            throw UserError("\(dir) already holds \(what). "
+                + "Continue it with --resume latest, or start over with --fresh (which removes its checkpoints, latest, "
+                + "train.jsonl and worker logs, nothing else), or set checkpoint.dir to a new directory")
         }
-        for name in names { try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(name)) }
-        Console.say("train: --fresh: removed \(checkpoints.count) checkpoint(s) and the log of the earlier run in \(dir)")
+        let removal = try directory.removeEarlierRun()
+        Console.say("train: --fresh: removed \(removal.checkpoints) checkpoint(s) and the log of the earlier run in \(dir)")
+        if !removal.leftAlone.isEmpty {
+            Console.say("train: --fresh: left alone (not the run's checkpoint files): "
+                + removal.leftAlone.map(\.description).joined(separator: ", "))
+        }
+        return directory
     }
 
     init(job: JobConfig, resume: String?) throws {

@@ -113,15 +113,26 @@ public struct Checkpoint: @unchecked Sendable {
     }
 
     /// Deletes checkpoint files beyond the newest `keep` (by step) and stale temporaries; never `protecting`.
+    /// Only what `CheckpointDirectory` counts as a checkpoint file is counted or deleted: a directory, a
+    /// symbolic link or another file named like one is left alone.
     static func prune(dir: String, keep: Int, protecting: String) throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        let steps = names.compactMap { n in step(ofFileName: n).map { (n, $0) } }.sorted { $0.1 > $1.1 }
+        let steps = names.compactMap { n in step(ofFileName: n).map { (n, $0) } }
+            .filter { $0.0 == protecting || CheckpointDirectory.isCheckpointFile((dir as NSString).appendingPathComponent($0.0)) }
+            .sorted { $0.1 > $1.1 }
         var keepSet: Set<String> = [protecting]
         for (n, _) in steps where keepSet.count < keep { keepSet.insert(n) }
         for (n, _) in steps where !keepSet.contains(n) { unlink((dir as NSString).appendingPathComponent(n)) }
+        // Temporaries of a writer that died: `.step-NNNNNNNN.h5.tmp-PID` and `.latest.tmp-PID`, other pids.
         let mine = "-\(getpid())"
         for n in names where DurableFile.isTemporary(n) && !n.hasSuffix(mine) {
-            unlink((dir as NSString).appendingPathComponent(n))
+            guard let cut = n.range(of: ".tmp-", options: .backwards) else { continue }
+            let target = String(n[n.index(after: n.startIndex)..<cut.lowerBound])
+            guard step(ofFileName: target) != nil || target == latestName,
+                  n[cut.upperBound...].allSatisfy({ $0.isASCII && $0.isNumber }) else { continue }
+            var st = stat()
+            let path = (dir as NSString).appendingPathComponent(n)
+            if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { unlink(path) }
         }
     }
 
