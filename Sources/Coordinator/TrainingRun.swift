@@ -28,20 +28,24 @@ final class TrainingRun {
         let directory = CheckpointDirectory(path: dir)
         try directory.lock()
         if resuming { return directory }
+        if fresh {
+            let removal = try directory.removeEarlierRun()
+            if !removal.removed.isEmpty {
+                Console.say("train: --fresh: removed \(removal.checkpoints) checkpoint(s) and the log of the earlier run in \(dir)")
+            }
+            if !removal.leftAlone.isEmpty {
+                Console.say("train: --fresh: left alone (not the run's checkpoint files): "
+                    + removal.leftAlone.map(\.description).joined(separator: ", "))
+            }
+            return directory
+        }
         let earlier = try directory.earlierRun()
-        guard earlier.exists else { return directory }
-        guard fresh else {
+        if earlier.exists {
             let what = earlier.checkpoints.last.map { "checkpoints of an earlier run (newest: \($0))" }
-                ?? "an earlier run that saved no checkpoint (\(earlier.runFiles.joined(separator: ", ")))"
+                ?? "the latest file of an earlier run"
             throw UserError("\(dir) already holds \(what). "
                 + "Continue it with --resume latest, or start over with --fresh (which removes its checkpoints, latest, "
                 + "train.jsonl and worker logs, nothing else), or set checkpoint.dir to a new directory")
-        }
-        let removal = try directory.removeEarlierRun()
-        Console.say("train: --fresh: removed \(removal.checkpoints) checkpoint(s) and the log of the earlier run in \(dir)")
-        if !removal.leftAlone.isEmpty {
-            Console.say("train: --fresh: left alone (not the run's checkpoint files): "
-                + removal.leftAlone.map(\.description).joined(separator: ", "))
         }
         return directory
     }

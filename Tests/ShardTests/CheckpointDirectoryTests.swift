@@ -175,6 +175,15 @@ struct CheckpointDirectoryTests {
         try FileManager.default.createSymbolicLink(atPath: other.file("latest"), withDestinationPath: dir.file("latest"))
         let none = try CheckpointDirectory(path: other.path).earlierRun()
         #expect(!none.exists && none.checkpoints.isEmpty && none.runFiles.isEmpty, "\(none)")
+        #expect(none.workerLogs == ["worker-1.log"] && none.files == ["worker-1.log"])
+
+        // A log alone (a run stopped before its first checkpoint) is no run to resume; latest alone is.
+        try Data("{}\n".utf8).write(to: other.fileURL("train.jsonl"))
+        let log = try CheckpointDirectory(path: other.path).earlierRun()
+        #expect(!log.exists && log.runFiles == ["train.jsonl"])
+        try FileManager.default.removeItem(atPath: other.file("latest"))
+        try Data("step-00000001.h5\n".utf8).write(to: other.fileURL("latest"))
+        #expect(try CheckpointDirectory(path: other.path).earlierRun().exists)
     }
 
     @Test("removeEarlierRun removes exactly the run's files and reports what it left alone")

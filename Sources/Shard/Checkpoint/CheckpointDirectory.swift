@@ -9,8 +9,7 @@ import Foundation
 /// host, for the message the next would-be owner sees.
 ///
 /// An earlier run is made of exactly: regular files named `step-NNNNNNNN.h5` (8 or more digits) that open
-/// as DEHVF checkpoints, and the regular files `latest` and `train.jsonl`; `--fresh` also removes the
-/// run's `worker-N.log` files. Symbolic links, directories, and files that only look like checkpoints
+/// as DEHVF checkpoints, and the regular files `latest` and `train.jsonl`, and its `worker-N.log` files. Symbolic links, directories, and files that only look like checkpoints
 /// (`step-notes.h5`, a `step-00000001.h5` that is not a DEHVF checkpoint) are never touched.
 public final class CheckpointDirectory {
     public static let lockName = ".lock"
@@ -113,8 +112,10 @@ public final class CheckpointDirectory {
         /// Names that look like the run's but are left alone, with the reason.
         public var leftAlone: [LeftAlone] = []
 
-        /// Whether there is an earlier run: any checkpoint, `latest` or `train.jsonl`.
-        public var exists: Bool { !checkpoints.isEmpty || !runFiles.isEmpty }
+        /// Whether there is an earlier run to resume or to start over from: a checkpoint, or `latest`.
+        /// A log alone (`train.jsonl`, worker logs: a run that stopped before its first checkpoint, a
+        /// Slurm job requeued before it saved one) is no run to resume, and a new run appends to it.
+        public var exists: Bool { !checkpoints.isEmpty || runFiles.contains(Checkpoint.latestName) }
         /// Everything `removeEarlierRun()` removes, in order.
         public var files: [String] { checkpoints + runFiles + workerLogs }
     }
