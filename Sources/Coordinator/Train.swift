@@ -14,7 +14,8 @@ struct Train: ParsableCommand {
               slurm      workers started by srun (see clusters/slurm/train.sbatch)
             Progress goes to stderr; one JSON line per step is appended to CHECKPOINT_DIR/train.jsonl.
             Checkpoints are written every checkpoint.every steps and at the end; --resume continues a job.
-            A checkpoint.dir that already holds checkpoints is refused without --resume or --fresh.
+            A checkpoint.dir that already holds checkpoints is refused without --resume or --fresh, and one
+            that another training run is using (CHECKPOINT_DIR/.lock) is refused.
             """)
 
     @OptionGroup var job: JobOptions
@@ -22,7 +23,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'latest' (in checkpoint.dir) or a file.", valueName: "latest|PATH"))
     var resume: String?
 
-    @Flag(help: "Start over in a checkpoint.dir that holds an earlier run: remove its checkpoints and train.jsonl first.")
+    @Flag(help: "Start over in a checkpoint.dir that holds an earlier run: remove its checkpoints, latest, train.jsonl and worker logs first.")
     var fresh = false
 
     func validate() throws {
@@ -35,7 +36,8 @@ struct Train: ParsableCommand {
         // killing the coordinator mid-checkpoint.
         signal(SIGXFSZ, SIG_IGN)
         let config = try job.load()
-        if resume == nil { try TrainingRun.claim(config.checkpoint.dir.path, fresh: fresh) }
-        try TrainingRun(job: config, resume: resume).run()
+        // The checkpoint directory is this run's until the process ends (with or without --resume).
+        let directory = try TrainingRun.claim(config.checkpoint.dir.path, fresh: fresh, resuming: resume != nil)
+        try withExtendedLifetime(directory) { try TrainingRun(job: config, resume: resume).run() }
     }
 }

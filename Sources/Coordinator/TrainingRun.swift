@@ -22,23 +22,36 @@ final class TrainingRun {
     var consecutiveSkips = 0
     static let maxConsecutiveSkips = 3
 
-    /// A run without --resume must not silently overwrite (and then rotate away) an earlier run's
-    /// checkpoints, which is what forgetting --resume after a crash would do: refuse, or with `fresh`
-    /// remove the earlier run's checkpoints and log.
-    static func claim(_ dir: String, fresh: Bool) throws {
-        let fm = FileManager.default
-        let names = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter {
-            ($0.hasPrefix("step-") && $0.hasSuffix(".h5")) || $0 == "latest" || $0 == "train.jsonl"
+    /// Takes `dir` for this run: an exclusive lock (`CheckpointDirectory.lock`), held while the returned
+    /// object lives, so a second coordinator on the same checkpoint.dir is refused with the holder's pid
+    /// and host. Then, unless resuming: a run without --resume must not silently overwrite (and then
+    /// rotate away) an earlier run's checkpoints, which is what forgetting --resume after a crash would
+    /// do: refuse, or with `fresh` remove exactly the earlier run's checkpoints, latest, train.jsonl and
+    /// worker logs, never anything else the directory holds.
+    static func claim(_ dir: String, fresh: Bool, resuming: Bool) throws -> CheckpointDirectory {
+        let directory = CheckpointDirectory(path: dir)
+        try directory.lock()
+        if resuming { return directory }
+        if fresh {
+            let removal = try directory.removeEarlierRun()
+            if !removal.removed.isEmpty {
+                Console.say("train: --fresh: removed \(removal.checkpoints) checkpoint(s) and the log of the earlier run in \(dir)")
+            }
+            if !removal.leftAlone.isEmpty {
+                Console.say("train: --fresh: left alone (not the run's checkpoint files): "
+                    + removal.leftAlone.map(\.description).joined(separator: ", "))
+            }
+            return directory
         }
-        let checkpoints = names.filter { $0.hasPrefix("step-") }.sorted()
-        guard !checkpoints.isEmpty else { return }
-        guard fresh else {
-            throw UserError("\(dir) already holds checkpoints of an earlier run (newest: \(checkpoints.last!)). "
-                + "Continue it with --resume latest, or start over with --fresh (which removes them and its train.jsonl), "
-                + "or set checkpoint.dir to a new directory")
+        let earlier = try directory.earlierRun()
+        if earlier.exists {
+            let what = earlier.checkpoints.last.map { "checkpoints of an earlier run (newest: \($0))" }
+                ?? "the latest file of an earlier run"
+            throw UserError("\(dir) already holds \(what). "
+                + "Continue it with --resume latest, or start over with --fresh (which removes its checkpoints, latest, "
+                + "train.jsonl and worker logs, nothing else), or set checkpoint.dir to a new directory")
         }
-        for name in names { try fm.removeItem(atPath: (dir as NSString).appendingPathComponent(name)) }
-        Console.say("train: --fresh: removed \(checkpoints.count) checkpoint(s) and the log of the earlier run in \(dir)")
+        return directory
     }
 
     init(job: JobConfig, resume: String?) throws {
@@ -53,13 +66,15 @@ final class TrainingRun {
         totalSteps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         if let resume {
             let checkpoint: Checkpoint
+            // The job's shapes are checked against the file's before any tensor is allocated.
+            let shapes = engine.fuser.parameterShapes
             if resume == "latest" {
-                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path) else {
+                guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path, expecting: shapes) else {
                     throw UserError("--resume latest: no checkpoint in \(job.checkpoint.dir) (no 'latest' file); start without --resume")
                 }
                 checkpoint = c
             } else {
-                checkpoint = try Checkpoint.read(path: resume)
+                checkpoint = try Checkpoint.read(path: resume, expecting: shapes)
             }
             state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.fingerprint)
             savedStep = state.step

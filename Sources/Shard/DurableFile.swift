@@ -57,7 +57,8 @@ public enum DurableFile {
     }
 
     private static func posixError(_ what: String, _ path: String) -> ShardError {
-        let reason = String(cString: strerror(errno))
-        return ShardError(.io, "\(what) failed: \(reason); check the disk and the directory's permissions", path: path)
+        let code = errno
+        return ShardError(.io, "\(what) failed: \(String(cString: strerror(code))); check the disk and the directory's permissions",
+                          path: path, cause: POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO))
     }
 }

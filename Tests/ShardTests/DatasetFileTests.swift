@@ -207,7 +207,7 @@ struct DatasetFileTests {
         var c = makeContents()
         c.lengths[4] = 9
         try DatasetWriter.write(c, to: dir.file("l.h5"))
-        expectShardError(.badValue, mentioning: ["/lengths", "row 4", "0...8", "9"]) {
+        expectShardError(.badValue, mentioning: ["/lengths", "row 4", "1...8", "9"]) {
             _ = try DatasetFile(path: dir.file("l.h5"))
         }
         c = makeContents()

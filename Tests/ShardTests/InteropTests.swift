@@ -16,13 +16,15 @@ struct InteropTests {
             import sys, json, h5py, numpy as np
             rng = np.random.default_rng(3)
             N, T, H, W = 9, 6, 5, 4
+            lengths = rng.integers(1, T + 1, N).astype(np.int32)
+            labels = rng.integers(0, 1000, (N, T)).astype(np.int32)
+            labels[rng.random((N, T)) < 0.5] = -100
             d = dict(images=rng.integers(0, 256, (N, 3, H, W), dtype=np.uint8),
                      has_image=rng.integers(0, 2, N, dtype=np.uint8),
                      input_ids=rng.integers(0, 1000, (N, T), dtype=np.int32),
-                     lengths=rng.integers(1, T + 1, N).astype(np.int32),
-                     labels=rng.integers(-100, 1000, (N, T)).astype(np.int32),
+                     lengths=lengths, labels=labels,
                      num_choices=np.full(N, 4, np.int32), answer=rng.integers(0, 4, N).astype(np.int32),
-                     answer_position=rng.integers(0, T, N).astype(np.int32),
+                     answer_position=rng.integers(0, lengths).astype(np.int32),
                      choice_token_ids=np.array([29909, 350, 315, 360, 382], np.int32))
             with h5py.File(sys.argv[1], "w") as f:
                 f.attrs["format"] = "dehvf-dataset"

@@ -76,25 +76,25 @@ public struct Checkpoint: @unchecked Sendable {
         return path
     }
 
+    /// Writes the checkpoint file at `path`; on any error nothing is left there (`HDF5File.create(_:_:)`).
     private func writeFile(_ path: String) throws {
-        let file = try HDF5File.create(path)
-        let root = file.root
-        try root.setAttribute("format", string: Self.format)
-        try root.setAttribute("version", int: Self.version)
-        try root.setAttribute("step", int: Int64(step))
-        try root.setAttribute("epoch", int: Int64(epoch))
-        try root.setAttribute("seed", int: Int64(bitPattern: seed))
-        try root.setAttribute("config", string: config)
-        try root.setAttribute("backbone", string: backbone)
-        try TensorFile.write(params, into: try root.createGroup("params"))
-        let optimizer = try root.createGroup("optimizer")
-        try TensorFile.write(expAvg, into: try optimizer.createGroup("exp_avg"))
-        try TensorFile.write(expAvgSq, into: try optimizer.createGroup("exp_avg_sq"))
-        let history = try root.createGroup("history")
-        try history.write("loss", lossHistory, shape: [lossHistory.count],
-                          chunk: lossHistory.isEmpty ? nil : [lossHistory.count], fletcher32: !lossHistory.isEmpty)
-        try file.flush()
-        try file.close()
+        try HDF5File.create(path) { file in
+            let root = file.root
+            try root.setAttribute("format", string: Self.format)
+            try root.setAttribute("version", int: Self.version)
+            try root.setAttribute("step", int: Int64(step))
+            try root.setAttribute("epoch", int: Int64(epoch))
+            try root.setAttribute("seed", int: Int64(bitPattern: seed))
+            try root.setAttribute("config", string: config)
+            try root.setAttribute("backbone", string: backbone)
+            try TensorFile.write(params, into: try root.createGroup("params"))
+            let optimizer = try root.createGroup("optimizer")
+            try TensorFile.write(expAvg, into: try optimizer.createGroup("exp_avg"))
+            try TensorFile.write(expAvgSq, into: try optimizer.createGroup("exp_avg_sq"))
+            let history = try root.createGroup("history")
+            try history.write("loss", lossHistory, shape: [lossHistory.count],
+                              chunk: lossHistory.isEmpty ? nil : [lossHistory.count], fletcher32: !lossHistory.isEmpty)
+        }
     }
 
     /// Parameters and both moments name the same tensors with the same shapes; the loss history has
@@ -113,54 +113,82 @@ public struct Checkpoint: @unchecked Sendable {
     }
 
     /// Deletes checkpoint files beyond the newest `keep` (by step) and stale temporaries; never `protecting`.
+    /// Only what `CheckpointDirectory` counts as a checkpoint file is counted or deleted: a directory, a
+    /// symbolic link or another file named like one is left alone.
     static func prune(dir: String, keep: Int, protecting: String) throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        let steps = names.compactMap { n in step(ofFileName: n).map { (n, $0) } }.sorted { $0.1 > $1.1 }
+        let steps = names.compactMap { n in step(ofFileName: n).map { (n, $0) } }
+            .filter { $0.0 == protecting || CheckpointDirectory.isCheckpointFile((dir as NSString).appendingPathComponent($0.0)) }
+            .sorted { $0.1 > $1.1 }
         var keepSet: Set<String> = [protecting]
         for (n, _) in steps where keepSet.count < keep { keepSet.insert(n) }
         for (n, _) in steps where !keepSet.contains(n) { unlink((dir as NSString).appendingPathComponent(n)) }
+        // Temporaries of a writer that died: `.step-NNNNNNNN.h5.tmp-PID` and `.latest.tmp-PID`, other pids.
         let mine = "-\(getpid())"
         for n in names where DurableFile.isTemporary(n) && !n.hasSuffix(mine) {
-            unlink((dir as NSString).appendingPathComponent(n))
+            guard let cut = n.range(of: ".tmp-", options: .backwards) else { continue }
+            let target = String(n[n.index(after: n.startIndex)..<cut.lowerBound])
+            guard step(ofFileName: target) != nil || target == latestName,
+                  n[cut.upperBound...].allSatisfy({ $0.isASCII && $0.isNumber }) else { continue }
+            var st = stat()
+            let path = (dir as NSString).appendingPathComponent(n)
+            if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { unlink(path) }
         }
     }
 
     // MARK: Reading
 
-    /// The checkpoint `latest` names in `dir`, or nil when there is no `latest` yet.
-    public static func readLatest(dir: String) throws -> Checkpoint? {
+    /// The trainable parameters a job expects, by name and shape (`FuserConfig.parameterShapes`).
+    public typealias Expectation = [(name: String, shape: [Int])]
+
+    /// The checkpoint `latest` names in `dir`, or nil when there is no `latest` yet. `expecting`: see
+    /// `read(path:expecting:)`.
+    public static func readLatest(dir: String, expecting: Expectation? = nil) throws -> Checkpoint? {
         let latest = (dir as NSString).appendingPathComponent(latestName)
         guard FileManager.default.fileExists(atPath: latest) else { return nil }
-        guard let data = FileManager.default.contents(atPath: latest),
+        // `latest` holds one file name: read at most 4 KiB of it, whatever its size.
+        guard let handle = FileHandle(forReadingAtPath: latest),
+              let data = try? handle.read(upToCount: 4096),
               let text = String(data: data, encoding: .utf8) else {
             throw ShardError(.io, "cannot read the latest pointer", path: latest)
         }
+        try? handle.close()
         let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard step(ofFileName: name) != nil else {
             throw ShardError(.corrupt, "latest does not name a checkpoint file", path: latest,
-                             expected: "step-NNNNNNNN.h5", found: "\"\(name)\"")
+                             expected: "step-NNNNNNNN.h5", found: "\"\(name.prefix(100))\"")
         }
-        return try read(path: (dir as NSString).appendingPathComponent(name))
+        return try read(path: (dir as NSString).appendingPathComponent(name), expecting: expecting)
     }
 
     /// A checkpoint named the ways a user names one: a file, a checkpoint directory (its `latest`), or
-    /// a `latest` file.
-    public static func read(fileOrDirectory path: String) throws -> Checkpoint {
+    /// a `latest` file. `expecting`: see `read(path:expecting:)`.
+    public static func read(fileOrDirectory path: String, expecting: Expectation? = nil) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let latestDirectory = exists && isDirectory.boolValue ? path
             : (path as NSString).lastPathComponent == latestName ? (path as NSString).deletingLastPathComponent : nil
-        guard let dir = latestDirectory else { return try read(path: path) }
-        guard let c = try readLatest(dir: dir.isEmpty ? "." : dir) else {
+        guard let dir = latestDirectory else { return try read(path: path, expecting: expecting) }
+        guard let c = try readLatest(dir: dir.isEmpty ? "." : dir, expecting: expecting) else {
             throw ShardError(.cannotOpen, "no checkpoint here yet (no 'latest' file)", path: path,
                              expected: "a checkpoint file, or a directory with a 'latest' file")
         }
         return c
     }
 
-    /// Reads and verifies a checkpoint file: attributes present and typed, every tensor's checksum,
-    /// moments shaped like the parameters, one loss per step.
-    public static func read(path: String) throws -> Checkpoint {
+    /// The longest loss history a checkpoint may declare (one float32 per step).
+    public static let maxSteps = Int(Int32.max)
+
+    /// Reads and verifies a checkpoint file: attributes present and typed, moments shaped like the
+    /// parameters and one loss per step (from the metadata, before any tensor is read), every tensor's
+    /// checksum.
+    ///
+    /// Nothing is allocated for a tensor before its shape is checked. With `expecting` (the job's
+    /// parameter shapes), each of `params`, `optimizer/exp_avg` and `optimizer/exp_avg_sq` must hold
+    /// exactly those names with exactly those shapes, else `.incompatibleCheckpoint` lists every
+    /// difference. Without it (`checkpoint show`), the tensors together may need at most the file's read
+    /// budget (16 x its size + 1 MiB). The loss history is at most `maxSteps` long and within that budget.
+    public static func read(path: String, expecting: Expectation? = nil) throws -> Checkpoint {
         let file = try HDF5File.open(path)
         let root = file.root
         let format = try root.readString("format")
@@ -173,19 +201,53 @@ public struct Checkpoint: @unchecked Sendable {
             throw ShardError(.badAttribute, "unsupported checkpoint version", path: path, object: "@version",
                              expected: "\(Self.version)", found: "\(version)")
         }
-        let step = Int(try root.readInt("step")), epoch = Int(try root.readInt("epoch"))
+        func count(_ name: String) throws -> Int {
+            let v = try root.readInt(name)
+            guard v >= 0, v <= maxSteps else {
+                throw ShardError(.badAttribute, "\(name) out of range", path: path, object: "@\(name)",
+                                 expected: "0...\(maxSteps)", found: "\(v)")
+            }
+            return Int(v)
+        }
+        let step = try count("step"), epoch = try count("epoch")
         let seed = UInt64(bitPattern: try root.readInt("seed"))
         let config = try root.readString("config"), backbone = try root.readString("backbone")
+
+        // Every tensor's name, type and shape, checked before anything is read.
         let optimizer = try root.openGroup("optimizer")
+        let groups: [(label: String, tensors: [(name: String, dataset: HDF5Dataset)])] = [
+            ("params", try TensorFile.open(group: try root.openGroup("params"))),
+            ("optimizer/exp_avg", try TensorFile.open(group: try optimizer.openGroup("exp_avg"))),
+            ("optimizer/exp_avg_sq", try TensorFile.open(group: try optimizer.openGroup("exp_avg_sq"))),
+        ]
+        let budget = try file.readBudget()
+        if let expecting {
+            try requireExpected(groups, expecting, path: path)
+        } else {
+            try TensorFile.requireReadable(groups.flatMap(\.tensors), within: budget)
+        }
+        func signature(_ tensors: [(name: String, dataset: HDF5Dataset)]) -> [String] {
+            tensors.map { "\($0.name)\($0.dataset.shape)" }
+        }
+        for (label, tensors) in groups.dropFirst() where signature(tensors) != signature(groups[0].tensors) {
+            throw ShardError(.badShape, "optimizer state does not match the parameters", path: path, object: label,
+                             expected: signature(groups[0].tensors).joined(separator: " "),
+                             found: signature(tensors).joined(separator: " "))
+        }
         let loss = try root.openGroup("history").openDataset("loss")
         try loss.require(.float32)
+        try loss.require(shape: [nil], meaning: "one loss per step")
+        if loss.shape[0] > maxSteps {
+            throw ShardError(.badShape, "history/loss is too long", path: path, object: loss.name,
+                             expected: "at most \(maxSteps) losses", found: "\(loss.shape)")
+        }
+        try loss.requireReadable(elementSize: 4, within: budget)
+        try loss.require(shape: [step], meaning: "one loss per step")
+
         var c = Checkpoint(
             step: step, epoch: epoch, seed: seed, config: config, backbone: backbone,
-            params: try TensorFile.read(group: try root.openGroup("params")),
-            expAvg: try TensorFile.read(group: try optimizer.openGroup("exp_avg")),
-            expAvgSq: try TensorFile.read(group: try optimizer.openGroup("exp_avg_sq")),
-            lossHistory: [])
-        try loss.require(shape: [c.step], meaning: "one loss per step")
+            params: try TensorFile.read(groups[0].tensors), expAvg: try TensorFile.read(groups[1].tensors),
+            expAvgSq: try TensorFile.read(groups[2].tensors), lossHistory: [])
         do {
             c.lossHistory = try loss.readAll(as: Float.self)
         } catch var e as ShardError {
@@ -195,6 +257,43 @@ public struct Checkpoint: @unchecked Sendable {
         try c.checkConsistent(path: path)
         c.source = path
         return c
+    }
+
+    /// Throws `.incompatibleCheckpoint` listing every tensor of every group that is missing, unexpected or
+    /// misshapen against `expected`. Moments that differ exactly as the parameters do are said so once.
+    private static func requireExpected(_ groups: [(label: String, tensors: [(name: String, dataset: HDF5Dataset)])],
+                                        _ expected: Expectation, path: String) throws {
+        let wanted = Dictionary(expected.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
+        func differences(_ label: String, _ tensors: [(name: String, dataset: HDF5Dataset)]) -> [String] {
+            var out: [String] = []
+            let have = Dictionary(tensors.map { ($0.name, $0.dataset.shape) }, uniquingKeysWith: { a, _ in a })
+            for (name, shape) in expected {
+                guard let found = have[name] else { out.append("\(label)/\(name) \(shape) missing"); continue }
+                if found != shape { out.append("\(label)/\(name) has shape \(found), job expects \(shape)") }
+            }
+            for (name, ds) in tensors where wanted[name] == nil {
+                out.append("unexpected tensor \(label)/\(name) \(ds.shape)")
+            }
+            return out
+        }
+        let params = differences(groups[0].label, groups[0].tensors)
+        // The moments' differences with their group renamed "params": equal when they differ as the parameters do.
+        let moments = groups.dropFirst().map { g in (g.label, differences(g.label, g.tensors),
+                                                    differences(groups[0].label, g.tensors)) }
+        var problems = params
+        if !params.isEmpty && moments.allSatisfy({ $0.2 == params }) {
+            problems.append("optimizer/exp_avg and optimizer/exp_avg_sq differ the same way")
+        } else {
+            problems += moments.flatMap(\.1)
+        }
+        if !problems.isEmpty {
+            // A hostile file may hold any number of tensors: the message lists the first 32 differences.
+            let listed = problems.prefix(32).joined(separator: "; ")
+                + (problems.count > 32 ? "; and \(problems.count - 32) more" : "")
+            throw ShardError(.incompatibleCheckpoint, "checkpoint does not belong to this job: " + listed
+                             + ". Resume with the same model and fusion settings, or start a new checkpoint.dir",
+                             path: path)
+        }
     }
 
     // MARK: Compatibility

@@ -7,14 +7,33 @@ public enum DatasetTask: String, Sendable, CaseIterable {
 }
 
 /// A dataset file (DESIGN §5), validated completely when opened so that a bad file fails before
-/// training starts, naming the file, the dataset, the expected and the found type or shape.
+/// training starts, naming the file, the dataset, the expected and the found type, shape or value.
 ///
-/// The small per-row columns (`has_image`, `lengths`, the multiple-choice columns, `meta/*`) are read
-/// and range-checked at open and served from memory; `images`, `input_ids` and `labels` are read per
-/// batch. Safe to share between threads: every HDF5 call is serialised by the wrapper's lock.
+/// Every file is treated as hostile. Opening checks, in this order and before reading any data: the
+/// root attributes; every dataset's type and shape; the declared sizes against the format's limits
+/// (`DatasetFile.Limits`); and the bytes of each column read at open against the file's size
+/// (`HDF5File.ReadBudget`). Only then are the small per-row columns (`has_image`, `lengths`, the
+/// multiple-choice columns, `meta/*`, `image_index`) read, range-checked and kept in memory, and `labels`
+/// is scanned in bounded chunks. `images`, `input_ids` and `labels` are read per batch. Token ids against
+/// a model's vocabulary are checked by `checkTokenIDs(vocabularySize:)`, since only the model knows it.
+/// Safe to share between threads: every HDF5 call is serialised by the wrapper's lock.
 public final class DatasetFile: @unchecked Sendable {
     public static let format = "dehvf-dataset"
     public static let version: Int64 = 1
+
+    /// The largest sizes a dataset file may declare: anything larger is refused at open.
+    public enum Limits {
+        /// N and I: row and image ids are int32.
+        public static let rows = Int(Int32.max)
+        /// T, tokens per row.
+        public static let tokens = 65536
+        /// H and W, image height and width.
+        public static let imageSide = 8192
+        /// C, choice letters of a multiple-choice file.
+        public static let choices = 1024
+        /// Rows per chunk when a token column is scanned (fewer when T is large: at most 4 Mi values).
+        static func scanRows(tokens: Int) -> Int { max(1, min(4096, (4 << 20) / max(1, tokens))) }
+    }
 
     public let path: String
     public let task: DatasetTask
@@ -42,9 +61,12 @@ public final class DatasetFile: @unchecked Sendable {
     private let subject: [UInt8]?
     private let context: [UInt8]?
     private let grade: [UInt8]?
+    /// Row -> row of `images` when the file shares images between rows (`image_index`); nil: row i uses image i.
+    private let imageIndex: [Int32]?
 
-    /// Opens and validates `path`. Throws `ShardError` for a missing file, a damaged file, or any missing,
-    /// mistyped or misshapen attribute or dataset.
+    /// Opens and validates `path`. Throws `ShardError` for a missing file, a damaged file, any missing,
+    /// mistyped or misshapen attribute or dataset, a declared size past `Limits` or past what the file
+    /// can hold, and any id or index out of its range.
     public init(path: String) throws {
         self.path = path
         let file = try HDF5File.open(path)
@@ -88,12 +110,37 @@ public final class DatasetFile: @unchecked Sendable {
             throw ShardError(.badAttribute, "image_std must be positive", path: path, object: "@image_std",
                              expected: "three positive values", found: "\(bad)")
         }
+        if let bad = imageMean.first(where: { !$0.isFinite }) {
+            throw ShardError(.badAttribute, "image_mean must be finite", path: path, object: "@image_mean",
+                             expected: "three finite values", found: "\(bad)")
+        }
 
-        // Shapes: N from images, everything else must agree with it.
+        // 1. Types, shapes and declared sizes of everything, before any data is read.
+        func declared(_ ds: HDF5Dataset, _ what: String, _ value: Int, _ range: ClosedRange<Int>, _ why: String) throws {
+            guard range.contains(value) else {
+                throw ShardError(.badShape, "declared size out of range", path: path, object: ds.name,
+                                 expected: "\(what) in \(range.lowerBound)...\(range.upperBound) (\(why))",
+                                 found: "\(what) = \(value) (shape \(ds.shape))")
+            }
+        }
+        // N comes from `image_index` when the file shares images between rows, else from `images`.
+        let imageIndexDS = root.contains("image_index") ? try root.openDataset("image_index") : nil
         let images = try root.openDataset("images")
         try images.require(.uint8)
-        try images.require(shape: [nil, 3, nil, nil], meaning: "N, 3, H, W")
-        let n = images.shape[0]
+        try images.require(shape: [nil, 3, nil, nil], meaning: imageIndexDS == nil ? "N, 3, H, W" : "I, 3, H, W")
+        let n: Int
+        if let ds = imageIndexDS {
+            try ds.require(.int32)
+            try ds.require(shape: [nil], meaning: "N")
+            n = ds.shape[0]
+            try declared(ds, "N", n, 0...Limits.rows, "row ids are int32")
+            try declared(images, "I", images.shape[0], 0...Limits.rows, "image ids are int32")
+        } else {
+            n = images.shape[0]
+            try declared(images, "N", n, 0...Limits.rows, "row ids are int32")
+        }
+        try declared(images, "H", images.shape[2], 1...Limits.imageSide, "image height")
+        try declared(images, "W", images.shape[3], 1...Limits.imageSide, "image width")
         self.images = images
         self.count = n
         self.imageHeight = images.shape[2]
@@ -103,6 +150,7 @@ public final class DatasetFile: @unchecked Sendable {
         try inputIDs.require(.int32)
         try inputIDs.require(shape: [n, nil], meaning: "N, T")
         let t = inputIDs.shape[1]
+        try declared(inputIDs, "T", t, 1...Limits.tokens, "tokens per row")
         self.inputIDs = inputIDs
         self.tokens = t
         let labels = try root.openDataset("labels")
@@ -110,47 +158,82 @@ public final class DatasetFile: @unchecked Sendable {
         try labels.require(shape: [n, t], meaning: "N, T")
         self.labels = labels
 
-        func column<T: HDF5Element>(_ group: HDF5Group, _ name: String, _ type: T.Type) throws -> [T] {
+        // The columns read whole at open: each must fit the file's read budget.
+        let budget = try file.readBudget()
+        func column(_ group: HDF5Group, _ name: String, _ type: HDF5ScalarType) throws -> HDF5Dataset {
             let ds = try group.openDataset(name)
-            try ds.require(T.hdf5Type)
+            try ds.require(type)
             try ds.require(shape: [n], meaning: "N")
-            return try ds.readAll(as: T.self)
+            try ds.requireReadable(elementSize: type.byteSize, within: budget)
+            return ds
         }
-        func outOfRange(_ name: String, row: Int, expected: String, found: String) -> ShardError {
-            ShardError(.badValue, "value out of range at row \(row)", path: path, object: "/\(name)",
-                       expected: expected, found: found)
-        }
-
-        let hasImage = try column(root, "has_image", UInt8.self)
-        if let r = hasImage.firstIndex(where: { $0 > 1 }) {
-            throw outOfRange("has_image", row: r, expected: "0 or 1", found: "\(hasImage[r])")
-        }
-        self.hasImage = hasImage
-        let lengths = try column(root, "lengths", Int32.self)
-        if let r = lengths.firstIndex(where: { $0 < 0 || Int($0) > t }) {
-            throw outOfRange("lengths", row: r, expected: "0...\(t)", found: "\(lengths[r])")
-        }
-        self.lengths = lengths
-
+        let hasImageDS = try column(root, "has_image", .uint8)
+        let lengthsDS = try column(root, "lengths", .int32)
+        if let ds = imageIndexDS { try ds.requireReadable(elementSize: 4, within: budget) }
+        var choicesDS: HDF5Dataset?
+        var multipleChoiceDS: (answer: HDF5Dataset, numChoices: HDF5Dataset, answerPosition: HDF5Dataset)?
         if task == .multipleChoice {
             let choices = try root.openDataset("choice_token_ids")
             try choices.require(.int32)
             try choices.require(shape: [nil], meaning: "C")
+            try declared(choices, "C", choices.shape[0], 1...Limits.choices, "choice letters")
+            choicesDS = choices
+            multipleChoiceDS = (try column(root, "answer", .int32), try column(root, "num_choices", .int32),
+                                try column(root, "answer_position", .int32))
+        }
+        var metaDS: [String: HDF5Dataset] = [:]
+        if root.contains("meta") {
+            let meta = try root.openGroup("meta")
+            for name in ["subject", "context", "grade"] where meta.contains(name) {
+                metaDS[name] = try column(meta, name, .uint8)
+            }
+        }
+
+        // 2. The per-row columns, read and range-checked.
+        func outOfRange(_ name: String, row: Int, expected: String, found: String) -> ShardError {
+            ShardError(.badValue, "value out of range at row \(row)", path: path, object: "/\(name)",
+                       expected: expected, found: found)
+        }
+        let hasImage = try hasImageDS.readAll(as: UInt8.self)
+        if let r = hasImage.firstIndex(where: { $0 > 1 }) {
+            throw outOfRange("has_image", row: r, expected: "0 or 1", found: "\(hasImage[r])")
+        }
+        self.hasImage = hasImage
+        let lengths = try lengthsDS.readAll(as: Int32.self)
+        if let r = lengths.firstIndex(where: { $0 < 1 || Int($0) > t }) {
+            throw outOfRange("lengths", row: r, expected: "1...\(t) (T)", found: "\(lengths[r])")
+        }
+        self.lengths = lengths
+        if let ds = imageIndexDS {
+            let index = try ds.readAll(as: Int32.self)
+            let i = images.shape[0]
+            if let r = index.firstIndex(where: { $0 < 0 || Int($0) >= i }) {
+                throw outOfRange("image_index", row: r, expected: "0..<\(i) (I, the rows of /images)",
+                                 found: "\(index[r])")
+            }
+            self.imageIndex = index
+        } else {
+            self.imageIndex = nil
+        }
+
+        if let choices = choicesDS, let mc = multipleChoiceDS {
             let choiceIds = try choices.readAll(as: Int32.self)
             let c = choiceIds.count
-            let answer = try column(root, "answer", Int32.self)
-            let numChoices = try column(root, "num_choices", Int32.self)
-            let answerPosition = try column(root, "answer_position", Int32.self)
+            let answer = try mc.answer.readAll(as: Int32.self)
+            let numChoices = try mc.numChoices.readAll(as: Int32.self)
+            let answerPosition = try mc.answerPosition.readAll(as: Int32.self)
             for r in 0..<n {
                 if numChoices[r] < 1 || Int(numChoices[r]) > c {
                     throw outOfRange("num_choices", row: r, expected: "1...\(c) (C = choice_token_ids count)",
                                      found: "\(numChoices[r])")
                 }
                 if answer[r] < 0 || answer[r] >= numChoices[r] {
-                    throw outOfRange("answer", row: r, expected: "0..<\(numChoices[r])", found: "\(answer[r])")
+                    throw outOfRange("answer", row: r, expected: "0..<\(numChoices[r]) (num_choices)",
+                                     found: "\(answer[r])")
                 }
-                if answerPosition[r] < 0 || Int(answerPosition[r]) >= t {
-                    throw outOfRange("answer_position", row: r, expected: "0..<\(t)", found: "\(answerPosition[r])")
+                if answerPosition[r] < 0 || answerPosition[r] >= lengths[r] {
+                    throw outOfRange("answer_position", row: r, expected: "0..<\(lengths[r]) (the row's length)",
+                                     found: "\(answerPosition[r])")
                 }
             }
             self.choiceTokenIDs = choiceIds
@@ -164,24 +247,84 @@ public final class DatasetFile: @unchecked Sendable {
             self.answerPosition = nil
         }
 
-        if root.contains("meta") {
-            let meta = try root.openGroup("meta")
-            func optionalMeta(_ name: String, limit: UInt8) throws -> [UInt8]? {
-                guard meta.contains(name) else { return nil }
-                let v = try column(meta, name, UInt8.self)
-                if let r = v.firstIndex(where: { $0 > limit }) {
-                    throw outOfRange("meta/\(name)", row: r, expected: "0...\(limit)", found: "\(v[r])")
-                }
-                return v
+        func optionalMeta(_ name: String, categories: UInt8, meaning: String) throws -> [UInt8]? {
+            guard let ds = metaDS[name] else { return nil }
+            let v = try ds.readAll(as: UInt8.self)
+            if let r = v.firstIndex(where: { $0 >= categories }) {
+                throw outOfRange("meta/\(name)", row: r, expected: "0..<\(categories) (\(meaning))", found: "\(v[r])")
             }
-            self.subject = try optionalMeta("subject", limit: 2)
-            self.context = try optionalMeta("context", limit: 2)
-            self.grade = try optionalMeta("grade", limit: 1)
-        } else {
-            self.subject = nil
-            self.context = nil
-            self.grade = nil
+            return v
         }
+        self.subject = try optionalMeta("subject", categories: 3, meaning: "NAT, SOC, LAN")
+        self.context = try optionalMeta("context", categories: 3, meaning: "TXT, IMG, NO")
+        self.grade = try optionalMeta("grade", categories: 2, meaning: "G1-6, G7-12")
+
+        // 3. Labels are -100 (no loss) or a token id, scanned in bounded chunks of rows.
+        if let bad = try Self.firstInvalid(labels, rows: n, tokens: t, valid: 0...Int32.max, except: -100) {
+            throw ShardError(.badValue, "value out of range at row \(bad.row)", path: path, object: labels.name,
+                             expected: "-100 (no loss) or a token id >= 0", found: "\(bad.value) at position \(bad.position)")
+        }
+    }
+
+    /// Checks every token id the model would embed or score against its vocabulary: `input_ids` (padding
+    /// included, since a micro-batch is computed at its longest row's length), `labels` other than -100,
+    /// `choice_token_ids` and `pad_id`, all in 0..<`vocabularySize`. `input_ids` and `labels` are read in
+    /// chunks of at most 4096 rows, never whole. Throws `.badValue` naming the dataset, the row, the value
+    /// and the vocabulary size.
+    public func checkTokenIDs(vocabularySize v: Int) throws {
+        let vocabulary = "0..<\(v) (the language model's vocabulary size is \(v))"
+        guard v >= 1 else {
+            throw ShardError(.badValue, "the vocabulary is empty", path: path, expected: "a vocabulary size >= 1",
+                             found: "\(v)")
+        }
+        if padID < 0 || Int(padID) >= v {
+            throw ShardError(.badValue, "pad_id is not a token of the model", path: path, object: "@pad_id",
+                             expected: vocabulary, found: "\(padID)")
+        }
+        if let ids = choiceTokenIDs, let k = ids.firstIndex(where: { $0 < 0 || Int($0) >= v }) {
+            throw ShardError(.badValue, "choice \(k) is not a token of the model", path: path,
+                             object: "/choice_token_ids", expected: vocabulary, found: "\(ids[k])")
+        }
+        let valid = 0...Int32(clamping: v - 1)
+        for (ds, except) in [(inputIDs, nil), (labels, Int32(-100))] as [(HDF5Dataset, Int32?)] {
+            if let bad = try Self.firstInvalid(ds, rows: count, tokens: tokens, valid: valid, except: except) {
+                throw ShardError(.badValue, "token id outside the model's vocabulary at row \(bad.row)", path: path,
+                                 object: ds.name, expected: vocabulary + (except == nil ? "" : ", or -100"),
+                                 found: "\(bad.value) at position \(bad.position)")
+            }
+        }
+    }
+
+    /// The first value of the int32 [rows, tokens] dataset `ds` outside `valid` and not `except`, reading
+    /// `Limits.scanRows` rows at a time (a large column is never held whole).
+    private static func firstInvalid(_ ds: HDF5Dataset, rows: Int, tokens: Int, valid: ClosedRange<Int32>,
+                                     except: Int32?) throws -> (row: Int, position: Int, value: Int32)? {
+        let step = Limits.scanRows(tokens: tokens)
+        var start = 0
+        while start < rows {
+            let end = min(rows, start + step)
+            let values = try ds.readRows(sorted: Array(start..<end), as: Int32.self)
+            let bad = values.withUnsafeBufferPointer { b -> Int? in
+                for k in 0..<b.count where !valid.contains(b[k]) && b[k] != except { return k }
+                return nil
+            }
+            if let k = bad { return (start + k / tokens, k % tokens, values[k]) }
+            start = end
+        }
+        return nil
+    }
+
+    /// The rows of `images` that hold the images of dataset rows `rows`.
+    private func imageRows(_ rows: [Int]) -> [Int] { imageIndex.map { index in rows.map { Int(index[$0]) } } ?? rows }
+
+    /// The images of dataset rows `indices`, [B, 3, H, W] flat, in that order.
+    private func readImages(_ indices: [Int]) throws -> [UInt8] {
+        let wanted = imageRows(indices)
+        let unique = Array(Set(wanted)).sorted()
+        var position: [Int: Int] = [:]
+        for (p, i) in unique.enumerated() { position[i] = p }
+        return gather(try images.readRows(sorted: unique, as: UInt8.self), rowSize: 3 * imageHeight * imageWidth,
+                      order: wanted.map { position[$0]! })
     }
 
     /// Reads the rows `indices` (any order, repeats allowed) as one micro-batch in that order. The file
@@ -197,8 +340,7 @@ public final class DatasetFile: @unchecked Sendable {
         for (p, i) in unique.enumerated() { position[i] = p }
         let order = indices.map { position[$0]! }
 
-        let imageRow = 3 * imageHeight * imageWidth
-        let images = withImages ? gather(try self.images.readRows(sorted: unique, as: UInt8.self), rowSize: imageRow, order: order) : []
+        let images = withImages ? try readImages(indices) : []
         let ids = gather(try inputIDs.readRows(sorted: unique, as: Int32.self), rowSize: tokens, order: order)
         let labs = gather(try labels.readRows(sorted: unique, as: Int32.self), rowSize: tokens, order: order)
         func pick<T>(_ column: [T]?) -> [T]? { column.map { c in indices.map { c[$0] } } }
@@ -215,11 +357,7 @@ public final class DatasetFile: @unchecked Sendable {
         for i in indices where i < 0 || i >= count {
             throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
         }
-        let unique = Array(Set(indices)).sorted()
-        var position: [Int: Int] = [:]
-        for (p, i) in unique.enumerated() { position[i] = p }
-        let pixels = gather(try images.readRows(sorted: unique, as: UInt8.self), rowSize: 3 * imageHeight * imageWidth,
-                            order: indices.map { position[$0]! })
+        let pixels = try readImages(indices)
         let batch = MicroBatch(indices: indices, tokens: tokens, imageHeight: imageHeight, imageWidth: imageWidth,
                                imageMean: imageMean, imageStd: imageStd, images: pixels, hasImage: [], inputIDs: [],
                                lengths: [], labels: [], answer: nil, numChoices: nil, answerPosition: nil,

@@ -63,7 +63,7 @@ public enum DatasetWriter {
     /// stay small: one 224x224 image per chunk, 32 rows of 512 int32 tokens.
     public static func automaticChunkRows(rowBytes: Int) -> Int { max(1, min(1024, (64 << 10) / max(1, rowBytes))) }
 
-    /// Writes `contents` to `path` (replacing it). `chunkRows` rows per chunk for every dataset, or
+    /// Writes `contents` to `path`, replacing it durably (`DurableFile`). `chunkRows` rows per chunk for every dataset, or
     /// `automaticChunkRows` per dataset when nil.
     public static func write(_ contents: DatasetContents, to path: String, chunkRows: Int? = nil) throws {
         let c = contents
@@ -92,39 +92,40 @@ public enum DatasetWriter {
                              + "and choice_token_ids", path: path)
         }
 
-        let file = try HDF5File.create(path)
-        let root = file.root
-        try root.setAttribute("format", string: DatasetFile.format)
-        try root.setAttribute("version", int: DatasetFile.version)
-        try root.setAttribute("task", string: c.task.rawValue)
-        try root.setAttribute("pad_id", int: Int64(c.padID))
-        try root.setAttribute("image_mean", floats: c.imageMean)
-        try root.setAttribute("image_std", floats: c.imageStd)
+        // Durably, under a temporary name: on any error the file is closed, the temporary removed, and a
+        // file already at `path` left as it was.
+        try DurableFile.write(path) { tmp in try HDF5File.create(tmp) { file in
+            let root = file.root
+            try root.setAttribute("format", string: DatasetFile.format)
+            try root.setAttribute("version", int: DatasetFile.version)
+            try root.setAttribute("task", string: c.task.rawValue)
+            try root.setAttribute("pad_id", int: Int64(c.padID))
+            try root.setAttribute("image_mean", floats: c.imageMean)
+            try root.setAttribute("image_std", floats: c.imageStd)
 
-        func rows(_ rowBytes: Int) -> Int { max(1, min(chunkRows ?? automaticChunkRows(rowBytes: rowBytes), n)) }
-        let imageRows = rows(3 * c.imageHeight * c.imageWidth), tokenRows = rows(4 * t)
-        let byteRows = rows(1), intRows = rows(4)
-        try root.write("images", c.images, shape: [n, 3, c.imageHeight, c.imageWidth],
-                       chunk: [imageRows, 3, c.imageHeight, c.imageWidth], fletcher32: true)
-        try root.write("has_image", c.hasImage, shape: [n], chunk: [byteRows], fletcher32: true)
-        try root.write("input_ids", c.inputIDs, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
-        try root.write("lengths", c.lengths, shape: [n], chunk: [intRows], fletcher32: true)
-        try root.write("labels", c.labels, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
-        if c.task == .multipleChoice, let answer = c.answer, let numChoices = c.numChoices,
-           let answerPosition = c.answerPosition, let choiceTokenIDs = c.choiceTokenIDs {
-            try root.write("answer", answer, shape: [n], chunk: [intRows], fletcher32: true)
-            try root.write("num_choices", numChoices, shape: [n], chunk: [intRows], fletcher32: true)
-            try root.write("answer_position", answerPosition, shape: [n], chunk: [intRows], fletcher32: true)
-            try root.write("choice_token_ids", choiceTokenIDs, shape: [choiceTokenIDs.count], fletcher32: true)
-        }
-        if c.subject != nil || c.context != nil || c.grade != nil {
-            let meta = try root.createGroup("meta")
-            if let v = c.subject { try meta.write("subject", v, shape: [n], chunk: [byteRows], fletcher32: true) }
-            if let v = c.context { try meta.write("context", v, shape: [n], chunk: [byteRows], fletcher32: true) }
-            if let v = c.grade { try meta.write("grade", v, shape: [n], chunk: [byteRows], fletcher32: true) }
-        }
-        if let refs = c.references { try root.writeStrings("references", refs) }
-        try file.flush()
-        try file.close()
+            func rows(_ rowBytes: Int) -> Int { max(1, min(chunkRows ?? automaticChunkRows(rowBytes: rowBytes), n)) }
+            let imageRows = rows(3 * c.imageHeight * c.imageWidth), tokenRows = rows(4 * t)
+            let byteRows = rows(1), intRows = rows(4)
+            try root.write("images", c.images, shape: [n, 3, c.imageHeight, c.imageWidth],
+                           chunk: [imageRows, 3, c.imageHeight, c.imageWidth], fletcher32: true)
+            try root.write("has_image", c.hasImage, shape: [n], chunk: [byteRows], fletcher32: true)
+            try root.write("input_ids", c.inputIDs, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
+            try root.write("lengths", c.lengths, shape: [n], chunk: [intRows], fletcher32: true)
+            try root.write("labels", c.labels, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
+            if c.task == .multipleChoice, let answer = c.answer, let numChoices = c.numChoices,
+               let answerPosition = c.answerPosition, let choiceTokenIDs = c.choiceTokenIDs {
+                try root.write("answer", answer, shape: [n], chunk: [intRows], fletcher32: true)
+                try root.write("num_choices", numChoices, shape: [n], chunk: [intRows], fletcher32: true)
+                try root.write("answer_position", answerPosition, shape: [n], chunk: [intRows], fletcher32: true)
+                try root.write("choice_token_ids", choiceTokenIDs, shape: [choiceTokenIDs.count], fletcher32: true)
+            }
+            if c.subject != nil || c.context != nil || c.grade != nil {
+                let meta = try root.createGroup("meta")
+                if let v = c.subject { try meta.write("subject", v, shape: [n], chunk: [byteRows], fletcher32: true) }
+                if let v = c.context { try meta.write("context", v, shape: [n], chunk: [byteRows], fletcher32: true) }
+                if let v = c.grade { try meta.write("grade", v, shape: [n], chunk: [byteRows], fletcher32: true) }
+            }
+            if let refs = c.references { try root.writeStrings("references", refs) }
+        } }
     }
 }

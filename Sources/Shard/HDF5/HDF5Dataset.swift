@@ -32,7 +32,16 @@ public final class HDF5Dataset {
             }
             let t = H5Handle(try checkID(H5Dget_type(handle.id), "reading type", path: path, object: name,
                                          code: .corrupt), .datatype)
-            return (dims.map { Int($0) }, t, describeType(t.id))
+            // A hostile file can declare any 64-bit size: one past Int.max is an error, not a trap.
+            var ints: [Int] = []
+            for d in dims {
+                guard let i = Int(exactly: d) else {
+                    throw ShardError(.badShape, "a dimension is too large", path: path, object: name,
+                                     expected: "dimensions below 2^63", found: "\(dims)")
+                }
+                ints.append(i)
+            }
+            return (ints, t, describeType(t.id))
         }
         self.shape = shape
         self.storedType = type
@@ -40,7 +49,24 @@ public final class HDF5Dataset {
     }
 
     var path: String { group.path }
-    public var count: Int { shape.reduce(1, *) }
+    /// The number of elements, saturating at `Int.max` (the declared dimensions of a hostile file can
+    /// multiply past it).
+    public var count: Int { saturatingProduct(shape) }
+
+    /// Bytes needed to hold the whole dataset as `elementSize`-byte elements, saturating at `Int.max`.
+    public func byteCount(elementSize: Int) -> Int { saturatingProduct(shape + [elementSize]) }
+
+    /// Throws `.badShape` unless reading the whole dataset into memory needs at most `budget` bytes
+    /// (`HDF5File.readBudget`): checked before allocating, so a file declaring more data than it can hold
+    /// is an error instead of a failed allocation.
+    public func requireReadable(elementSize: Int, within budget: HDF5File.ReadBudget) throws {
+        let bytes = byteCount(elementSize: elementSize)
+        if bytes > budget.bytes {
+            throw ShardError(.badShape, "declares more data than the file can hold", path: path, object: name,
+                             expected: "at most \(budget.bytes) bytes (\(budget.rule))",
+                             found: "\(bytes == .max ? "more than 2^63" : "\(bytes)") bytes for \(typeName) \(shape)")
+        }
+    }
 
     /// Whether the stored type is exactly `type` (class, size and signedness).
     public func isStored(as type: HDF5ScalarType) -> Bool { typeName == type.rawValue }
@@ -228,6 +254,18 @@ func decodeFixed(_ bytes: ArraySlice<UInt8>) -> String {
     var s = String(decoding: bytes[bytes.startIndex..<cut], as: UTF8.self)
     while s.hasSuffix(" ") { s.removeLast() }  // H5T_STR_SPACEPAD
     return s
+}
+
+/// The product of `factors`, saturating at `Int.max` (0 if any factor is 0).
+func saturatingProduct(_ factors: [Int]) -> Int {
+    if factors.contains(0) { return 0 }
+    var p = 1
+    for f in factors {
+        let (r, overflow) = p.multipliedReportingOverflow(by: f)
+        if overflow { return .max }
+        p = r
+    }
+    return p
 }
 
 /// Splits strictly increasing indices into maximal runs of consecutive values.

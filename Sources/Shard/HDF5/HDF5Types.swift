@@ -8,6 +8,15 @@ import Foundation
 public enum HDF5ScalarType: String, Sendable {
     case float32, int32, uint8, int64
 
+    /// Bytes per element.
+    public var byteSize: Int {
+        switch self {
+        case .uint8: return 1
+        case .int32, .float32: return 4
+        case .int64: return 8
+        }
+    }
+
     var nativeType: hid_t {
         switch self {
         case .float32: return dehvf_H5T_NATIVE_FLOAT()

@@ -1,6 +1,12 @@
-// Test support for CheckpointTests.crash: writes checkpoints into argv[1] forever, resuming from its
-// latest, until the test kills it with SIGKILL. The values are the same function of the step as
+// Test support for CheckpointTests: a real process that writes checkpoints or holds a checkpoint
+// directory, for the tests to kill or to starve of disk. The values are the same function of the step as
 // `sampleCheckpoint(step:big: true)` in Tests/ShardTests/CheckpointTests.swift.
+//   CheckpointCrashWriter DIR               writes checkpoints into DIR forever, resuming from its latest,
+//                                           until SIGKILLed (CheckpointTests.crash)
+//   CheckpointCrashWriter DIR --once STEP   writes the checkpoint of STEP and exits 0; on an error prints it
+//                                           and exits 1 (CheckpointTests.writeFails, under `ulimit -f`)
+//   CheckpointCrashWriter DIR --lock        takes DIR's CheckpointDirectory lock, prints "locked", and sleeps
+//                                           until killed (CheckpointDirectoryTests)
 import Foundation
 import Model
 import Shard
@@ -21,12 +27,26 @@ func checkpoint(step: Int) -> Checkpoint {
         expAvgSq: TensorSet(shapes.map { ($0.0, t($0.1, 0.75)) }), lossHistory: (0..<step).map { Float($0) * 0.5 + 1 })
 }
 
-let dir = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "."
+let arguments = CommandLine.arguments
+let dir = arguments.count > 1 ? arguments[1] : "."
 do {
-    var step = (try Checkpoint.readLatest(dir: dir)?.step ?? 0) + 1
-    while true {
+    switch arguments.count > 2 ? arguments[2] : "" {
+    case "--once":
+        guard arguments.count > 3, let step = Int(arguments[3]) else { throw ShardError(.badValue, "--once needs a step") }
         try checkpoint(step: step).write(to: dir, keep: 2)
-        step += 1
+        exit(0)
+    case "--lock":
+        let owner = CheckpointDirectory(path: dir)
+        try owner.lock()
+        print("locked")
+        fflush(stdout)
+        while true { pause() }
+    default:
+        var step = (try Checkpoint.readLatest(dir: dir)?.step ?? 0) + 1
+        while true {
+            try checkpoint(step: step).write(to: dir, keep: 2)
+            step += 1
+        }
     }
 } catch {
     FileHandle.standardError.write(Data("CheckpointCrashWriter: \(error)\n".utf8))
