@@ -23,7 +23,7 @@ public final class TrainingEngine {
         backbone = try Backbone.open(vision: job.model.vision.path, language: job.model.language.path)
         fuser = try FuserConfig(job: job.model, vision: backbone.vision.config, language: backbone.language.config)
         train = try DatasetFile(path: job.data.train.path)
-        try Self.check(train, vision: backbone.vision.config)
+        try Self.check(train, backbone: backbone)
         model = DEHVFModel(llama: backbone.language, config: fuser, initial: fuser.initialParameters(seed: UInt64(job.data.seed)))
     }
 
@@ -36,11 +36,15 @@ public final class TrainingEngine {
     /// Opens another dataset of this job (e.g. `data.eval`), checked against the vision model.
     public func open(_ path: String) throws -> DatasetFile {
         let d = try DatasetFile(path: path)
-        try Self.check(d, vision: backbone.vision.config)
+        try Self.check(d, backbone: backbone)
         return d
     }
 
-    static func check(_ d: DatasetFile, vision: CLIPVisionConfig) throws {
+    /// A dataset must fit the backbones: its images the ViT's input size, every token id the LLM's
+    /// vocabulary (checked here, once, rather than deep in a step on some worker).
+    static func check(_ d: DatasetFile, backbone: Backbone) throws {
+        try d.checkTokenIDs(vocabularySize: backbone.language.config.vocabSize)
+        let vision = backbone.vision.config
         guard d.imageHeight == vision.imageSize, d.imageWidth == vision.imageSize else {
             throw ShardError(.badShape, "the images do not fit the vision model; prepare the data with --image-size \(vision.imageSize)",
                              path: d.path, object: "/images", expected: "\(vision.imageSize)x\(vision.imageSize)",
