@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Cluster", "Model", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Cluster", "Shard", "Model", "TestSupport"]),
         // The built commands run as a user runs them: real processes, sockets, files and signals.
-        .testTarget(name: "EndToEndTests", dependencies: ["Cluster", "Transport", "Shard", "Model", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Cluster", "Transport", "Training", "Shard", "Model", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

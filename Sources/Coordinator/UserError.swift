@@ -1,3 +1,5 @@
+import Model
+
 /// An error a command reports as one clear message and a non-zero exit (no stack trace for user input):
 /// what went wrong and what to do, with the error underneath kept as its cause.
 struct UserError: Error, CustomStringConvertible {
@@ -9,5 +11,5 @@ struct UserError: Error, CustomStringConvertible {
         self.cause = cause
     }
 
-    var description: String { cause.map { "\(message) (\($0))" } ?? message }
+    var description: String { cause.map { "\(message) (\(ErrorCause.describe($0)))" } ?? message }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Model
 
 /// An error from the data and checkpoint layer: which file and dataset, what was expected, what was
 /// found, HDF5's own explanation when it had one, and what to do next.
@@ -69,7 +70,7 @@ public struct ShardError: Error, CustomStringConvertible, Sendable, Equatable {
         if let expected { s += "; expected \(expected)" }
         if let found { s += ", found \(found)" }
         if let hdf5Stack, !hdf5Stack.isEmpty { s += " (HDF5: \(hdf5Stack))" }
-        if let cause { s += " (\((cause as NSError).localizedDescription))" }
+        if let cause { s += " (\(ErrorCause.describe(cause)))" }
         return s
     }
 }

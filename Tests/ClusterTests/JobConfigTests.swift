@@ -153,4 +153,27 @@ struct JobConfigTests {
         #expect(problems("model: [unclosed").first?.code == .badYAML)
         #expect { try JobConfig.load(file: "/nonexistent/job.yaml") } throws: { ($0 as? ConfigError)?.code == .unreadableFile }
     }
+
+    @Test("a bind other hosts can reach needs CURVE, or security.insecure said out loud")
+    func insecureBind() throws {
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://0.0.0.0:5555"]).contains { $0.key == "cluster.bind" && $0.message.contains("security.curve") })
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://10.1.2.3:5555"]).contains { $0.key == "cluster.bind" })
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://0.0.0.0:5555", "security.curve=true"]).isEmpty)
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://0.0.0.0:5555", "security.insecure=true"]).isEmpty)
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://127.0.0.1:5555"]).isEmpty)
+        #expect(problems(Self.minimal, ["cluster.bind=tcp://0.0.0.0:5555", "cluster.launcher=inprocess"]).isEmpty, "nothing listens")
+    }
+
+    @Test("the worker part and the compute id: what a worker needs, and what its gradients depend on")
+    func workerIdentity() throws {
+        let a = try parse(Self.minimal + "\noptim: {lr: 0.5}\nsecurity: {curve: true}\ncheckpoint: {dir: /secret/runs}")
+        let part = a.workerPart.canonicalJSON()
+        #expect(!part.contains("/secret/runs") && !part.contains("/jobs/a/keys") && !part.contains("0.5"))
+        #expect(part.contains("/jobs/a/t.h5"), "a worker needs the data's path")
+        // Paths and the optimizer change no gradient; the seed, the model and compute threads do.
+        #expect(try parse(Self.minimal, ["model.vision=/elsewhere/v", "data.train=/mnt/t.h5", "optim.lr=0.1"]).computeID == a.computeID)
+        #expect(try parse(Self.minimal, ["data.seed=7"]).computeID != a.computeID)
+        #expect(try parse(Self.minimal, ["compute.threads=2"]).computeID != a.computeID)
+        #expect(try parse(Self.minimal, ["model.dropout=0.2"]).computeID != a.computeID)
+    }
 }

@@ -70,6 +70,32 @@ struct DeterminismTests {
         try expectReference(dir, "worker killed")
     }
 
+    @Test("a local worker killed by a signal (as the OOM killer would) is started again; the parameters are the in-process run's")
+    func localWorkerRestarted() throws {
+        let dir = try Demo.scratch("restart")
+        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: Self.steps)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        try waitUntil("a few steps") { Demo.logLines(dir) >= 3 }
+        let victim = try #require(childPIDs(of: c.process.processIdentifier).first)
+        kill(victim, SIGKILL)
+        #expect(try c.wait() == 0, "\(c.output)")
+        #expect(c.output.contains("killed by signal 9; starting it again"), "\(c.output)")
+        try expectReference(dir, "a local worker killed and restarted")
+    }
+
+    @Test("local workers do not outlive a coordinator killed with SIGKILL")
+    func localWorkersDieWithCoordinator() throws {
+        let dir = try Demo.scratch("orphans")
+        let job = try Demo.job(in: dir, launcher: "local", workers: 2, port: Demo.port(), steps: 10_000)
+        let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
+        try waitUntil("a few steps") { Demo.logLines(dir) >= 3 }
+        let workers = childPIDs(of: c.process.processIdentifier)
+        #expect(workers.count == 2)
+        c.kill(SIGKILL)
+        _ = try c.wait()
+        try waitUntil("the orphaned workers to exit", seconds: 10) { workers.allSatisfy { !isAlive($0) } }
+    }
+
     @Test("a worker given SIGTERM finishes its micro-batch, says Bye and exits 0; nothing is lost")
     func workerTerminated() throws {
         let dir = try Demo.scratch("term")

@@ -1,4 +1,5 @@
 import Foundation
+import Model
 
 /// A job config that cannot be used, with every problem found (not just the first), each naming its
 /// dotted key (`optim.lr`) and saying what was expected. Every config problem is one of these: reading
@@ -45,12 +46,8 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
 
     public var description: String {
         let lines = problems.map { "  - \($0)" }.joined(separator: "\n")
-        let because = cause.map { "\n  (\(Self.describe($0)))" } ?? ""
+        let because = cause.map { "\n  (\(ErrorCause.describe($0)))" } ?? ""
         return "invalid job config \(source):\n\(lines)\(because)\nFix the listed keys (every key is documented in the README) and retry."
     }
 
-    static func describe(_ e: any Error) -> String {
-        let text = "\(e)"
-        return text.contains("Error Domain=") ? (e as NSError).localizedDescription : text
-    }
 }

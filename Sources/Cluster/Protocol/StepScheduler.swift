@@ -18,7 +18,7 @@ import Model
 /// - A worker that cannot compute its micro-batch says so (Failed); so does a deadline,
 ///   ``Policy/workTimeoutMs``, for a worker that heartbeats but never answers (it is evicted). The
 ///   micro-batch goes back to the queue, preferably to another worker; when it has failed
-///   ``Policy/maxFailures`` times or on every live worker the step fails
+///   ``Policy/maxFailures`` times, or on every live worker (two or more), the step fails
 ///   (``Directive/stepFailed(step:microBatch:reasons:)``) and the job ends with the reasons.
 /// - When the queue is empty and a worker is idle while another's micro-batch has been outstanding for
 ///   ``Policy/backupAfterMs``, the idle worker computes it too (at most two copies); whichever result
@@ -70,7 +70,8 @@ public struct StepScheduler: Sendable {
     private var outstanding: [WorkerID: Assignment] = [:]
     private var accepted: [UInt32: WorkResult] = [:]
     private var failures: [UInt32: [String]] = [:]
-    private var failedOn: [UInt32: Set<WorkerID>] = [:]
+    /// Who failed each micro-batch, by ``WorkerID/principal`` (a key that reconnects is still the same).
+    private var failedOn: [UInt32: Set<String>] = [:]
     private var announced = false
 
     /// - Parameter params: the parameters this step's gradients are taken at (sent to workers lacking them).
@@ -144,6 +145,7 @@ public struct StepScheduler: Sendable {
         }
         guard let held = outstanding[id], held.microBatch == microBatch else {
             return evict(id, "sent a \(e.message.kind) for micro-batch \(microBatch) of step \(step), which it was not given", now: now)
+                + assignIdle(now: now)
         }
         outstanding[id] = nil
         if case .failed(let f) = e.message {
@@ -220,20 +222,23 @@ public struct StepScheduler: Sendable {
 
     private var idle: [WorkerID] { workers.filter { outstanding[$0] == nil } }
 
-    /// Takes a member out: the core removes it and refuses it.
+    /// Takes a member out (the core removes it and refuses it); what it held goes back to the queue.
     private mutating func evict(_ id: WorkerID, _ reason: String, now: Millis) -> [Directive] {
         workers.removeAll { $0 == id }
         haveParams.remove(id)
-        outstanding[id] = nil
+        if let a = outstanding.removeValue(forKey: id) { _ = requeue(a.microBatch) }
         return [.workerEvicted(id, reason: reason)]
     }
 
     /// A micro-batch failed on `id`: it goes back to the queue for another worker, or the step fails.
     private mutating func fail(_ mb: UInt32, on id: WorkerID, _ reason: String, now: Millis) -> [Directive] {
         failures[mb, default: []].append(reason)
-        failedOn[mb, default: []].insert(id)
+        failedOn[mb, default: []].insert(id.principal)
         let reasons = failures[mb]!
-        if !announced, reasons.count >= policy.maxFailures || (!workers.isEmpty && Set(workers).isSubset(of: failedOn[mb]!)) {
+        // Every live worker failed it: with two or more, that is the data or the job, not a node; a lone
+        // worker (others may still be joining) retries it, up to maxFailures.
+        if !announced, reasons.count >= policy.maxFailures
+            || (workers.count >= 2 && Set(workers.map(\.principal)).isSubset(of: failedOn[mb]!)) {
             announced = true
             return [.stepFailed(step: step, microBatch: mb, reasons: reasons)]
         }
@@ -258,8 +263,8 @@ public struct StepScheduler: Sendable {
         for id in idle {
             // A micro-batch that failed on this worker goes to another one when it can; it comes back here
             // only when every live worker has failed it (bounded by maxFailures).
-            let live = Set(workers)
-            let pick = queue.firstIndex { !(failedOn[$0]?.contains(id) ?? false) }
+            let live = Set(workers.map(\.principal))
+            let pick = queue.firstIndex { !(failedOn[$0]?.contains(id.principal) ?? false) }
                 ?? queue.firstIndex { failedOn[$0]?.isSuperset(of: live) ?? false }
             if let i = pick {
                 let mb = queue.remove(at: i)

@@ -12,6 +12,10 @@ public struct WorkerID: Hashable, Sendable, Comparable, CustomStringConvertible 
     }
     public init(_ text: String, key: String? = nil) { self.init(Array(text.utf8), key: key) }
 
+    /// Who is behind the connection: the key under CURVE (a peer may reconnect under another routing id,
+    /// or present several), else the routing id.
+    public var principal: String { key.map { "key:\($0)" } ?? "id:" + identity.map { String($0, radix: 16) }.joined(separator: ".") }
+
     public static func < (a: WorkerID, b: WorkerID) -> Bool {
         if a.identity != b.identity { return a.identity.lexicographicallyPrecedes(b.identity) }
         return (a.key ?? "") < (b.key ?? "")

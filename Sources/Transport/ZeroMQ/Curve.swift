@@ -1,6 +1,7 @@
 import CZeroMQ
 import Cluster
 import Foundation
+import Model
 
 /// A CURVE key pair as 40-character Z85 strings.
 ///
@@ -102,7 +103,7 @@ public struct CurveError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch code {
         case .badKey: "bad CURVE key: \(message)"
-        case .unreadable: message + (cause.map { " (\(($0 as NSError).localizedDescription))" } ?? "")
+        case .unreadable: message + (cause.map { " (\(ErrorCause.describe($0)))" } ?? "")
         default: message
         }
     }
