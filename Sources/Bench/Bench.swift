@@ -2,7 +2,7 @@
 //
 //   swift run -c release bench <suite> [--threads N] [--runs R] [--json FILE]
 //
-// Suites: gemm, step, infer, io, comm, all. Each figure is the median of `--runs` timed runs after
+// Suites: gemm, step, infer, length, io, comm, all. Each figure is the median of `--runs` timed runs after
 // `--warmup` untimed ones, reported with its min and max (`comm`'s local-worker figures are medians
 // over the steps of one real training run each instead). The machine is shared, so every suite that
 // reports a fraction of the sgemm ceiling measures that ceiling in the same run, next to the figure.
@@ -15,7 +15,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measured speed of the numeric core, the data path and the wire against this machine's ceilings.",
-        subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, IOSuite.self, CommSuite.self, AllSuites.self])
+        subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, LengthSuite.self, IOSuite.self, CommSuite.self,
+                      AllSuites.self])
 }
 
 /// Flags every suite shares.
@@ -75,6 +76,13 @@ struct InferSuite: ParsableCommand {
     func run() throws { try options.session { try InferBench.run(options, into: $0) } }
 }
 
+struct LengthSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "length",
+        abstract: "Training on rows of varied length: padded to the longest, length-aware micro-batches, and grouped by length.")
+    @OptionGroup var options: BenchOptions
+    func run() throws { try options.session { try LengthBench.run(options, into: $0) } }
+}
+
 struct IOSuite: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "io",
         abstract: "HDF5 micro-batch reads and checkpoint write/read against raw file speed.")
@@ -132,6 +140,7 @@ struct AllSuites: ParsableCommand {
             try GemmBench.run(options, into: report)
             try StepBench.run(options, into: report)
             try InferBench.run(options, into: report)
+            try LengthBench.run(options, into: report)
             try IOBench.run(options, scratch: NSTemporaryDirectory(), into: report)
             try CommBench.run(options, workers: 4, local: LocalRuns(), into: report)
         }

@@ -1,4 +1,5 @@
 import Model
+import Training
 
 /// Forward-only multiple-choice scoring (DEHVFModel.choiceLogits: logits of 4 choice letters at one
 /// answer position per sample) on cached features, in all three modes, interleaved round by round.

@@ -99,3 +99,11 @@ final class Workload {
         return (DEHVFModel(llama: llama, config: config, initial: params), params)
     }
 }
+
+extension FlopCount {
+    /// The FLOPs of one bench micro-batch of `shape` in `mode`.
+    init(_ shape: BenchShape, _ mode: FusionMode) throws {
+        self.init(language: shape.language, vision: shape.vision, fuser: try shape.fuser(mode), batch: shape.batch,
+                  textTokens: shape.textTokens, labelTokens: shape.labelTokens)
+    }
+}

@@ -31,7 +31,7 @@ struct InspectBackbone: ParsableCommand {
     func run() throws {
         BLAS.setThreads(threads)
         let start = Date()
-        let backbone = try Backbone.open(vision: vision, language: language)
+        let backbone = try Backbone.load(vision: vision, language: language)
         let clip = backbone.vision, llama = backbone.language
 
         let file = try HDF5File.open(inputs)

@@ -9,7 +9,10 @@ import Transport
 /// One `coordinator train`: the step loop around an executor that computes micro-batches.
 final class TrainingRun {
     let job: JobConfig
-    let engine: TrainingEngine
+    /// The job resolved against its files; the coordinator loads the frozen weights only to compute
+    /// itself (`inprocess`, or an evaluation at the end).
+    let setup: JobSetup
+    private var engineLoaded: TrainingEngine?
     let sampler: Sampler
     let state: TrainState
     let totalSteps: Int
@@ -57,17 +60,18 @@ final class TrainingRun {
     init(job: JobConfig, resume: String?) throws {
         self.job = job
         let start = Date()
-        engine = try TrainingEngine(job: job)
-        sampler = try Sampler(count: engine.train.count, globalBatch: job.data.globalBatch,
-                              microBatch: job.data.microBatch, seed: UInt64(job.data.seed))
+        setup = try JobSetup(job: job)
+        sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch,
+                              microBatch: job.data.microBatch, seed: UInt64(job.data.seed),
+                              groupingByLength: job.data.groupByLength ? setup.train.rowLengths : nil)
         guard sampler.stepsPerEpoch > 0 else {
-            throw UserError("data.global_batch (\(job.data.globalBatch)) is larger than the training set (\(engine.train.count) samples)")
+            throw UserError("data.global_batch (\(job.data.globalBatch)) is larger than the training set (\(setup.train.count) samples)")
         }
         totalSteps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         if let resume {
             let checkpoint: Checkpoint
             // The job's shapes are checked against the file's before any tensor is allocated.
-            let shapes = engine.fuser.parameterShapes
+            let shapes = setup.fuser.parameterShapes
             if resume == "latest" {
                 guard let c = try Checkpoint.readLatest(dir: job.checkpoint.dir.path, expecting: shapes) else {
                     throw UserError("--resume latest: no checkpoint in \(job.checkpoint.dir) (no 'latest' file); start without --resume")
@@ -76,19 +80,19 @@ final class TrainingRun {
             } else {
                 checkpoint = try Checkpoint.read(path: resume, expecting: shapes)
             }
-            state = try TrainState(checkpoint: checkpoint, fuser: engine.fuser, backbone: engine.fingerprint)
+            state = try TrainState(checkpoint: checkpoint, fuser: setup.fuser, backbone: setup.fingerprint)
             savedStep = state.step
             Console.say("train: resumed from \(checkpoint.source ?? resume) at step \(state.step)")
         } else {
-            state = TrainState(params: engine.initialParameters())
+            state = TrainState(params: setup.initialParameters())
         }
         try FileManager.default.createDirectory(atPath: job.checkpoint.dir.path, withIntermediateDirectories: true)
         let logPath = job.checkpoint.dir.appending("train.jsonl")
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
-        let count = engine.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        Console.say("train: \(job.model.fusion), \(count) trainable parameters, \(engine.train.count) samples, "
+        let count = setup.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        Console.say("train: \(job.model.fusion), \(count) trainable parameters, \(setup.train.count) samples, "
             + "\(totalSteps) steps of \(job.data.globalBatch) (\(sampler.microBatchesPerStep) micro-batches of \(job.data.microBatch)); "
             + "loaded in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
@@ -165,7 +169,8 @@ final class TrainingRun {
                                 formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
                          final: true)
         if let evalPath = job.data.eval?.path {
-            let report = try engine.evaluate(try engine.open(evalPath), params: state.params, batchSize: job.data.globalBatch)
+            let e = try engine()
+            let report = try e.evaluate(try e.open(evalPath), params: state.params, batchSize: job.data.globalBatch)
             writeLog(["eval": evalPath, "step": state.step, "accuracy": report.overall?.accuracy ?? .nan, "loss": report.loss])
             Console.say(report.summary)
         }
@@ -177,7 +182,7 @@ final class TrainingRun {
     func saveCheckpoint() throws {
         guard savedStep != state.step else { return }
         let epoch = sampler.position(globalStep: max(state.step - 1, 0)).epoch
-        let checkpoint = state.checkpoint(job: job, backbone: engine.fingerprint, epoch: epoch)
+        let checkpoint = state.checkpoint(job: job, backbone: setup.fingerprint, epoch: epoch)
         var path: String
         do {
             path = try checkpoint.write(to: job.checkpoint.dir.path, keep: job.checkpoint.keep)
@@ -201,12 +206,20 @@ final class TrainingRun {
         log.write(data + Data("\n".utf8))
     }
 
+    /// The frozen models, loaded the first time this process computes.
+    func engine() throws -> TrainingEngine {
+        if let engineLoaded { return engineLoaded }
+        let e = try TrainingEngine(setup: setup)
+        engineLoaded = e
+        return e
+    }
+
     func makeExecutor() throws -> StepExecutor {
         switch job.cluster.launcher {
-        case .inprocess: return InProcessExecutor(engine: engine)
+        case .inprocess: return InProcessExecutor(engine: try engine())
         case .local, .manual, .slurm:
-            return try DistributedExecutor(job: job, fingerprint: engine.fingerprint, step: state.step, params: state.params,
-                                           maxLabelsPerSample: engine.train.tokens)
+            return try DistributedExecutor(job: job, fingerprint: setup.fingerprint, step: state.step, params: state.params,
+                                           maxLabelsPerSample: setup.train.tokens)
         }
     }
 }

@@ -8,53 +8,40 @@ import Shard
 /// mapped), the datasets, the model with its fuser, and the per-run cache of candidate ViT features.
 /// Used by `worker` and by the coordinator's `inprocess` launcher, so both compute the same bits.
 public final class TrainingEngine {
-    public let job: JobConfig
+    public let setup: JobSetup
     public let backbone: Backbone
-    public let fuser: FuserConfig
     public let model: DEHVFModel
-    public let train: DatasetFile
     private var caches: [String: FeatureCache] = [:]
 
-    /// Loads the backbones and opens (and validates) the training dataset; sets the BLAS thread count
-    /// to `compute.threads` (part of the determinism contract).
-    public init(job: JobConfig) throws {
-        self.job = job
-        BLAS.setThreads(job.compute.threads)
-        backbone = try Backbone.open(vision: job.model.vision.path, language: job.model.language.path)
-        fuser = try FuserConfig(job: job.model, vision: backbone.vision.config, language: backbone.language.config)
-        train = try DatasetFile(path: job.data.train.path)
-        try Self.check(train, backbone: backbone)
-        model = DEHVFModel(llama: backbone.language, config: fuser, initial: fuser.initialParameters(seed: UInt64(job.data.seed)))
+    /// Resolves the job (``JobSetup``: configs, fingerprint, the checked training set), loads the frozen
+    /// models, and sets the BLAS thread count to `compute.threads` (part of the determinism contract).
+    public convenience init(job: JobConfig) throws {
+        try self.init(setup: JobSetup(job: job))
     }
 
+    public init(setup: JobSetup) throws {
+        self.setup = setup
+        BLAS.setThreads(setup.job.compute.threads)
+        backbone = try Backbone.load(setup)
+        model = DEHVFModel(llama: backbone.language, config: setup.fuser, initial: setup.initialParameters())
+    }
+
+    public var job: JobConfig { setup.job }
+    public var fuser: FuserConfig { setup.fuser }
+    public var train: DatasetFile { setup.train }
     /// The backbone's fingerprint (DESIGN.md §5): a worker holding another is refused.
-    public var fingerprint: String { backbone.fingerprint }
+    public var fingerprint: String { setup.fingerprint }
 
     /// The job's initial trainable parameters (a pure function of `data.seed`).
-    public func initialParameters() -> TensorSet { fuser.initialParameters(seed: UInt64(job.data.seed)) }
+    public func initialParameters() -> TensorSet { setup.initialParameters() }
 
-    /// Opens another dataset of this job (e.g. `data.eval`), checked against the vision model.
-    public func open(_ path: String) throws -> DatasetFile {
-        let d = try DatasetFile(path: path)
-        try Self.check(d, backbone: backbone)
-        return d
-    }
+    /// Opens another dataset of this job (e.g. `data.eval`), checked against the backbones.
+    public func open(_ path: String) throws -> DatasetFile { try setup.open(path) }
 
-    /// A dataset must fit the backbones: its images the ViT's input size, every token id the LLM's
-    /// vocabulary (checked here, once, rather than deep in a step on some worker).
-    static func check(_ d: DatasetFile, backbone: Backbone) throws {
-        try d.checkTokenIDs(vocabularySize: backbone.language.config.vocabSize)
-        let vision = backbone.vision.config
-        guard d.imageHeight == vision.imageSize, d.imageWidth == vision.imageSize else {
-            throw ShardError(.badShape, "the images do not fit the vision model; prepare the data with --image-size \(vision.imageSize)",
-                             path: d.path, object: "/images", expected: "\(vision.imageSize)x\(vision.imageSize)",
-                             found: "\(d.imageHeight)x\(d.imageWidth)")
-        }
-    }
-
-    /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
+    /// Reads samples `indices` of `dataset`, cut to the micro-batch's longest row, and attaches their
+    /// candidate features (computed once per image).
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
-        let mb = try dataset.readBatch(indices: indices, images: false)
+        let mb = try dataset.readBatch(indices: indices, images: false).trimmed()
         let cache = try caches[dataset.path] ?? {
             let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset))
             caches[dataset.path] = c
@@ -79,7 +66,7 @@ public final class TrainingEngine {
         let attributes = try? FileManager.default.attributesOfItem(atPath: dataset.path)
         let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
         let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        let identity = "\(backbone.visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
+        let identity = "\(setup.visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
             + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)"
         let key = SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
         return try FeatureStore(directory: URL(fileURLWithPath: root.appending(key))) { message in

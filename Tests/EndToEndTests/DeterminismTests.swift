@@ -52,6 +52,15 @@ struct DeterminismTests {
         #expect(files.count > 0 && files.count <= 512, "\(files.count) feature files for a 512-image dataset")
     }
 
+    @Test("data.group_by_length: 2 workers give the in-process parameters of the same grouped job")
+    func groupedByLength() throws {
+        let grouped = "group_by_length: true"
+        let reference = Result { try Demo.reference(steps: Self.steps, dataExtra: grouped, name: "reference-grouped") }
+        let dir = try Demo.scratch("grouped")
+        _ = try trainLocal(dir, workers: 2, dataExtra: grouped)
+        try Demo.expectSame(dir, steps: Self.steps, as: reference, "2 workers, rows grouped by length")
+    }
+
     @Test("a worker killed with SIGKILL mid-step: its work is redone elsewhere")
     func workerKilled() throws {
         let dir = try Demo.scratch("kill")

@@ -80,9 +80,9 @@ enum Demo {
 
     /// The parameters of an undisturbed in-process run of `steps` steps: what every distributed run of the
     /// same job must reproduce bitwise.
-    static func reference(steps: Int, extra: String = "", name: String = "reference") throws -> TensorSet {
+    static func reference(steps: Int, extra: String = "", dataExtra: String = "", name: String = "reference") throws -> TensorSet {
         let dir = try scratch("\(name)-\(steps)")
-        let job = try job(in: dir, launcher: "inprocess", port: port(), steps: steps, extra: extra)
+        let job = try job(in: dir, launcher: "inprocess", port: port(), steps: steps, extra: extra, dataExtra: dataExtra)
         let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
         guard try c.wait() == 0 else { throw TestFailure("reference run failed:\n\(c.output)") }
         let (step, params) = try latest(dir)

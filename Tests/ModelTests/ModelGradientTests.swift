@@ -59,4 +59,37 @@ struct ModelGradientTests {
             #expect(worst / scale < 1e-2, "\(mode) \(name): max error \(worst), gradient scale \(scale)")
         }
     }
+
+    /// The batch padded with `extra` more positions (pad id 0, label -100) per row.
+    static func padded(_ b: TrainingBatch, by extra: Int) -> TrainingBatch {
+        var ids: [Int32] = [], labels: [Int32] = []
+        for r in 0..<b.batch {
+            ids += b.inputIDs[(r * b.tokens)..<((r + 1) * b.tokens)] + [Int32](repeating: 0, count: extra)
+            labels += b.labels[(r * b.tokens)..<((r + 1) * b.tokens)] + [Int32](repeating: -100, count: extra)
+        }
+        return TrainingBatch(tokens: b.tokens + extra, inputIDs: ids, labels: labels, lengths: b.lengths,
+                             sampleIndices: b.sampleIndices, features: b.features)
+    }
+
+    @Test("one model reused across micro-batch lengths gives a fresh model's bits; padding beyond the rows changes at most the rounding", arguments: FusionMode.allCases)
+    func lengthInvariance(mode: FusionMode) throws {
+        let (model, params, batch) = try Self.model(mode)
+        let mask = DropoutMask(p: 0.2, seed: 7, step: 3)
+        let short = try model.gradients(batch, params: params, dropout: mask)
+        // The same model (its workspaces grown, then reused at a shorter length) at the padded length...
+        let long = try model.gradients(Self.padded(batch, by: 9), params: params, dropout: mask)
+        // ...and back at the short one, after the long call left its data in the buffers.
+        let again = try model.gradients(batch, params: params, dropout: mask)
+        let (fresh, _, _) = try Self.model(mode)
+        let reference = try fresh.gradients(batch, params: params, dropout: mask)
+        #expect(short == reference, "\(mode): a model's first call differs from a fresh model's")
+        #expect(again == reference, "\(mode): a workspace reused after a longer micro-batch changed the result")
+        // Padding changes GEMM shapes, so the last bits may move (sgemm's tails depend on the inner
+        // dimension); the values may not: within float32 rounding of sums of ~20 terms.
+        #expect(long.lossSum == reference.lossSum && long.labelCount == reference.labelCount)
+        for (a, b) in zip(long.grads.tensors, reference.grads.tensors) {
+            let scale = b.array.map(abs).max() ?? 0
+            #expect(maxAbsDiff(a.array, b.array) <= 1e-5 * max(scale, 1e-3), "\(mode): padding changed a gradient beyond rounding")
+        }
+    }
 }

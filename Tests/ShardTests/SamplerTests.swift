@@ -70,4 +70,52 @@ struct SamplerTests {
             _ = try Sampler(count: 5, globalBatch: 4, microBatch: 0, seed: 0)
         }
     }
+
+    @Test("group_by_length: a pure function of (seed, epoch) over the same rows, sorted within mega-batches, less padding")
+    func groupedByLength() throws {
+        var rng = TestRNG(9)
+        let lengths = (0..<400).map { _ in Int32(32 + Int(rng.next() % 481)) }
+        let a = try Sampler(count: 400, globalBatch: 8, microBatch: 4, seed: 3, groupingByLength: lengths)
+        let b = try Sampler(count: 400, globalBatch: 8, microBatch: 4, seed: 3, groupingByLength: lengths)
+        let plain = try Sampler(count: 400, globalBatch: 8, microBatch: 4, seed: 3)
+        for epoch in 0..<2 {
+            let p = a.permutation(epoch: epoch)
+            #expect(p == b.permutation(epoch: epoch), "a pure function of (seed, epoch)")
+            #expect(p.sorted() == Array(0..<400), "every row once")
+            // Each mega-batch holds the same rows as the plain order's, longest first.
+            let mega = Sampler.groupFactor * 8
+            let q = plain.permutation(epoch: epoch)
+            for start in stride(from: 0, to: 400, by: mega) {
+                let end = min(start + mega, 400)
+                #expect(Set(p[start..<end]) == Set(q[start..<end]))
+                #expect(zip(p[start..<end], p[start..<end].dropFirst()).allSatisfy { lengths[$0] >= lengths[$1] })
+            }
+        }
+        #expect(a.permutation(epoch: 0) != a.permutation(epoch: 1))
+        // Tokens a step computes at its micro-batches' longest rows: grouping saves most of the padding.
+        func work(_ s: Sampler) throws -> Int {
+            try (0..<s.stepsPerEpoch).flatMap { st in (0..<2).map { MicroBatchID(epoch: 0, step: st, index: $0) } }
+                .reduce(0) { $0 + 4 * Int(try s.indices($1).map { lengths[$0] }.max()!) }
+        }
+        let grouped = try work(a), random = try work(plain), padded = 400 * 512
+        #expect(Double(grouped) < 0.8 * Double(random) && random < padded, "grouped \(grouped), random \(random), padded \(padded)")
+    }
+
+    @Test("a micro-batch is cut to its longest row, or its last label if one lies beyond a row's length")
+    func workingLength() throws {
+        let dir = try TemporaryDirectory("trim")
+        defer { dir.cleanup() }
+        var c = DatasetContents(task: .caption, count: 3, tokens: 10, imageHeight: 2, imageWidth: 2, padID: 0)
+        c.lengths = [4, 6, 3]
+        for r in 0..<3 { for j in 0..<Int(c.lengths[r]) { c.inputIDs[r * 10 + j] = Int32(j + 1) } }
+        c.labels[0 * 10 + 3] = 4
+        c.labels[1 * 10 + 5] = 6
+        try DatasetWriter.write(c, to: dir.file("d.h5"))
+        let f = try DatasetFile(path: dir.file("d.h5"))
+        let b = try f.readBatch(indices: [0, 2])
+        #expect(b.workingLength == 4)
+        let t = b.trimmed()
+        #expect(t.tokens == 4 && t.inputIDs == [1, 2, 3, 4, 1, 2, 3, 0] && t.labels == [-100, -100, -100, 4, -100, -100, -100, -100])
+        #expect(try f.readBatch(indices: [2, 1, 0]).trimmed().tokens == 6)
+    }
 }

@@ -74,6 +74,8 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// without it each process keeps its own in memory). Not part of the job's identity: the features
         /// are stored exactly, so it changes no result.
         public var featureCache: ConfigPath? = nil
+        /// Rows of similar length share micro-batches (a pure function of (seed, epoch); DESIGN.md §5).
+        public var groupByLength = false
 
         public init(train: ConfigPath = "") { self.train = train }
 
@@ -83,6 +85,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
             case microBatch = "micro_batch"
             case seed
             case featureCache = "feature_cache"
+            case groupByLength = "group_by_length"
         }
     }
 

@@ -49,6 +49,7 @@ extension JobConfig {
         c.data.train = ""
         c.data.eval = nil
         c.data.featureCache = nil
+        c.data.groupByLength = false   // the coordinator orders the rows; a worker computes what it is given
         return Self.fnv1a(c.canonicalJSON())
     }
 

@@ -6,9 +6,10 @@ public final class DEHVFModel {
     public let llama: LlamaModel
     public let config: FuserConfig
     private let fuser: Fuser
-    private var workspaces: [[Int]: LlamaWorkspace] = [:]
-    /// The gradient w.r.t. the final hidden states, one buffer per shape, reused by every micro-batch.
-    private var dFinals: [[Int]: Tensor] = [:]
+    /// One training and one inference workspace, each reshaped to every micro-batch's (batch, length).
+    private var workspaces: [Bool: LlamaWorkspace] = [:]
+    /// Storage for the gradient w.r.t. the final hidden states, grown to the largest micro-batch.
+    private var dFinalStorage = Tensor(zeros: [0])
 
     public init(llama: LlamaModel, config: FuserConfig, initial params: TensorSet) {
         self.llama = llama
@@ -21,10 +22,12 @@ public final class DEHVFModel {
     private func length(_ b: TrainingBatch) -> Int { b.tokens + (concat ? config.visualTokens : 0) }
 
     private func workspace(batch: Int, length: Int, training: Bool) -> LlamaWorkspace {
-        let key = [batch, length, training ? 1 : 0]
-        if let ws = workspaces[key] { return ws }
+        if let ws = workspaces[training] {
+            ws.prepare(batch: batch, length: length)
+            return ws
+        }
         let ws = llama.makeWorkspace(batch: batch, length: length, training: training)
-        workspaces[key] = ws
+        workspaces[training] = ws
         return ws
     }
 
@@ -37,8 +40,8 @@ public final class DEHVFModel {
         let (rows, targets) = lossRows(batch)
         let logits = llama.logits(final, rows: rows)
         let lossSum = crossEntropy(logits, targets: targets)   // logits now hold dLoss/dLogits
-        let dFinal = dFinals[final.shape] ?? Tensor(zeros: final.shape)
-        dFinals[final.shape] = dFinal
+        if dFinalStorage.count < final.count { dFinalStorage = Tensor(zeros: [final.count]) }
+        let dFinal = Tensor(shape: final.shape, borrowing: dFinalStorage.data, owner: dFinalStorage)
         dFinal.data.update(repeating: 0, count: dFinal.count)
         llama.accumulateLogitGradient(logits, rows: rows, into: dFinal)
         let dEmbeddings = try llama.backward(dFinal: dFinal, injection: concat ? nil : fuser, workspace: ws)

@@ -292,15 +292,20 @@ public final class Fuser: FFNInjection {
 // MARK: small kernels (the fuser's own; shapes are tiny next to the backbone's)
 
 /// A reusable scratch buffer, reallocated only when its size changes.
+/// Scratch floats that grow to the largest size asked for and are reused below it (micro-batches vary
+/// in length; their contents are written before they are read).
 final class Buffer {
     private(set) var p = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     private(set) var count = 0
+    private var capacity = 1
     deinit { p.deallocate() }
     func resize(_ n: Int) {
-        guard n != count else { return }
-        p.deallocate()
-        p = .allocate(capacity: max(n, 1))
-        p.initialize(repeating: 0, count: max(n, 1))
+        if n > capacity {
+            p.deallocate()
+            p = .allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            capacity = n
+        }
         count = n
     }
     func zero() { p.update(repeating: 0, count: count) }

@@ -314,6 +314,28 @@ public final class DatasetFile: @unchecked Sendable {
         return nil
     }
 
+    /// Label tokens per row, the largest and the mean (for `coordinator plan`), reading `labels` in
+    /// bounded chunks.
+    public func labelTokenStatistics() throws -> (max: Int, mean: Double) {
+        let step = Limits.scanRows(tokens: tokens)
+        var start = 0, most = 0, total = 0
+        while start < count {
+            let end = min(count, start + step)
+            let values = try labels.readRows(sorted: Array(start..<end), as: Int32.self)
+            for r in 0..<(end - start) {
+                var n = 0
+                for j in 0..<tokens where values[r * tokens + j] != -100 { n += 1 }
+                most = max(most, n)
+                total += n
+            }
+            start = end
+        }
+        return (most, count == 0 ? 0 : Double(total) / Double(count))
+    }
+
+    /// The number of distinct images (rows of `images`).
+    public var imageCount: Int { images.shape.first ?? 0 }
+
     /// The rows of `images` that hold the images of dataset rows `rows`.
     private func imageRows(_ rows: [Int]) -> [Int] { imageIndex.map { index in rows.map { Int(index[$0]) } } ?? rows }
 
@@ -331,6 +353,9 @@ public final class DatasetFile: @unchecked Sendable {
     /// is read in sorted order with consecutive rows coalesced into hyperslabs, then reordered.
     /// With `images: false` the images column is not read (`images` is empty): the trainer reads only the
     /// images whose features it has not cached, with `normalizedImages(indices:)`.
+    /// Each row's length (real tokens), read at open: the sampler's grouping by length uses it.
+    public var rowLengths: [Int32] { lengths }
+
     public func readBatch(indices: [Int], images withImages: Bool = true) throws -> MicroBatch {
         for i in indices where i < 0 || i >= count {
             throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
@@ -407,6 +432,36 @@ public struct MicroBatch: Sendable {
     public var grade: [UInt8]?
 
     public var count: Int { indices.count }
+
+    /// The tokens this micro-batch needs: its longest row (a row's length, or its last label if a label
+    /// lies beyond it). Rows are padded to the file's T, but a micro-batch is computed at this length,
+    /// which depends only on its own rows (DESIGN.md §5).
+    public var workingLength: Int {
+        var longest = 1
+        for b in 0..<count {
+            longest = max(longest, Int(lengths[b]))
+            let row = labels[(b * tokens)..<((b + 1) * tokens)]
+            if let last = row.lastIndex(where: { $0 != -100 }) { longest = max(longest, last - b * tokens + 1) }
+        }
+        return min(longest, tokens)
+    }
+
+    /// The same rows cut to ``workingLength`` tokens (nothing but padding is dropped).
+    public func trimmed() -> MicroBatch {
+        let width = workingLength
+        guard width < tokens else { return self }
+        var out = self
+        func cut(_ a: [Int32]) -> [Int32] {
+            var r: [Int32] = []
+            r.reserveCapacity(count * width)
+            for b in 0..<count { r.append(contentsOf: a[(b * tokens)..<(b * tokens + width)]) }
+            return r
+        }
+        out.inputIDs = cut(inputIDs)
+        out.labels = cut(labels)
+        out.tokens = width
+        return out
+    }
 
     /// The images in CLIP units, [B, 3, H, W]: (x/255 - mean[c]) / std[c] per channel.
     public func normalizedImages() -> Tensor {

@@ -35,15 +35,26 @@ public struct MicroBatchID: Hashable, Sendable, CustomStringConvertible {
 /// for i in N-1 down to 1: j = next() % (i + 1); swap p[i], p[j]    # Fisher-Yates
 /// ```
 /// (The modulo bias is below 2^-40 for any N this project sees; it is kept for easy reproduction.)
+///
+/// With `data.group_by_length` (``lengths`` given), the epoch's order groups rows of similar length, as
+/// LLaVA's `group_by_modality_length` does, so a micro-batch (computed at the length of its longest row)
+/// carries little padding. Still a pure function of (seed, epoch) and the rows' lengths: the permutation
+/// above is cut into mega-batches of ``groupFactor`` global batches (the last one shorter), and each
+/// mega-batch is sorted by length, longest first, ties kept in permutation order (a stable sort).
 public struct Sampler: Sendable {
     public let count: Int
     public let globalBatch: Int
     public let microBatch: Int
     public let seed: UInt64
+    /// Each row's length, when the order groups rows by length.
+    public let lengths: [Int32]?
+    /// Global batches per mega-batch when grouping by length.
+    public static let groupFactor = 16
     private let cache = PermutationCache()
 
     /// Throws `.badSampler` unless 0 < microBatch, globalBatch % microBatch == 0 and globalBatch <= count.
-    public init(count: Int, globalBatch: Int, microBatch: Int, seed: UInt64) throws {
+    /// - Parameter lengths: the rows' lengths, to group rows of similar length (`data.group_by_length`).
+    public init(count: Int, globalBatch: Int, microBatch: Int, seed: UInt64, groupingByLength lengths: [Int32]? = nil) throws {
         guard microBatch > 0, globalBatch > 0 else {
             throw ShardError(.badSampler, "batch sizes must be positive", expected: "global_batch > 0 and micro_batch > 0",
                              found: "global_batch \(globalBatch), micro_batch \(microBatch)")
@@ -59,16 +70,20 @@ public struct Sampler: Sendable {
                              + "lower data.global_batch or add data", expected: "global_batch <= \(count) rows",
                              found: "global_batch \(globalBatch)")
         }
+        if let lengths, lengths.count != count {
+            throw ShardError(.badSampler, "\(lengths.count) row lengths for \(count) rows")
+        }
         self.count = count
         self.globalBatch = globalBatch
         self.microBatch = microBatch
         self.seed = seed
+        self.lengths = lengths
     }
 
     /// Convenience for configs that hold the seed as a signed integer (its bit pattern is used).
-    public init(count: Int, globalBatch: Int, microBatch: Int, seed: Int) throws {
+    public init(count: Int, globalBatch: Int, microBatch: Int, seed: Int, groupingByLength lengths: [Int32]? = nil) throws {
         try self.init(count: count, globalBatch: globalBatch, microBatch: microBatch,
-                      seed: UInt64(bitPattern: Int64(seed)))
+                      seed: UInt64(bitPattern: Int64(seed)), groupingByLength: lengths)
     }
 
     /// floor(N / global_batch).
@@ -84,9 +99,26 @@ public struct Sampler: Sendable {
     /// Epoch `epoch`'s visiting order of 0..<N (see the type's documentation for the algorithm).
     public func permutation(epoch: Int) -> [Int] {
         if let hit = cache.get(epoch) { return hit }
-        let p = Self.permutation(count: count, seed: seed, epoch: epoch)
+        var p = Self.permutation(count: count, seed: seed, epoch: epoch)
+        if let lengths { p = Self.groupedByLength(p, lengths: lengths, megaBatch: Self.groupFactor * globalBatch) }
         cache.set(epoch, p)
         return p
+    }
+
+    /// `order` cut into mega-batches of `megaBatch`, each stably sorted by length, longest first.
+    public static func groupedByLength(_ order: [Int], lengths: [Int32], megaBatch: Int) -> [Int] {
+        var out: [Int] = []
+        out.reserveCapacity(order.count)
+        var start = 0
+        while start < order.count {
+            let chunk = order[start..<min(start + megaBatch, order.count)]
+            // Stable: sort by (length descending, position in the permutation).
+            out += chunk.enumerated().sorted { a, b in
+                lengths[a.element] != lengths[b.element] ? lengths[a.element] > lengths[b.element] : a.offset < b.offset
+            }.map(\.element)
+            start += megaBatch
+        }
+        return out
     }
 
     public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {

@@ -19,23 +19,30 @@ import Model
 ///   fuser concat       forward  B·[2·M·Dv·r + 2·M·r·d],  backward B·[2·M·Dv·r + 4·M·r·d]
 ///   training step    = LLM forward + LLM backward + fuser forward + fuser backward
 ///   ViT per image    = 2·Np·3p²·Dv + Lv·[2·(Np+1)·(4·Dv² + 2·Dv·Fv) + 4·(Np+1)²·Dv]   (forward only, cached)
-struct FlopCount {
-    let shape: BenchShape
-    let mode: FusionMode
-    let fuser: FuserConfig
+public struct FlopCount: Sendable {
+    public let language: LlamaConfig
+    public let vision: CLIPVisionConfig
+    public let fuser: FuserConfig
+    /// Samples in the micro-batch, text tokens per sample, label tokens per sample.
+    public let batch: Int, textTokens: Int, labelTokens: Int
 
-    init(_ shape: BenchShape, _ mode: FusionMode) throws {
-        self.shape = shape
-        self.mode = mode
-        fuser = try shape.fuser(mode)
+    public init(language: LlamaConfig, vision: CLIPVisionConfig, fuser: FuserConfig, batch: Int, textTokens: Int,
+                labelTokens: Int) {
+        self.language = language
+        self.vision = vision
+        self.fuser = fuser
+        self.batch = batch
+        self.textTokens = textTokens
+        self.labelTokens = labelTokens
     }
 
-    private var c: LlamaConfig { shape.language }
-    private var b: Double { Double(shape.batch) }
+    private var mode: FusionMode { fuser.fusion }
+    private var c: LlamaConfig { language }
+    private var b: Double { Double(batch) }
     private var m: Double { Double(fuser.visualTokens) }
-    private var t: Double { Double(shape.textTokens) }
+    private var t: Double { Double(textTokens) }
     private var tPrime: Double { t + (mode == .concat ? m : 0) }
-    private var labelRows: Double { b * Double(shape.labelTokens) }
+    private var labelRows: Double { b * Double(labelTokens) }
 
     private func llmLinear() -> Double {
         let d = Double(c.hiddenSize), qd = Double(c.numAttentionHeads * c.headDim)
@@ -58,20 +65,20 @@ struct FlopCount {
         return b * (2 * s * m * dv * r + l * (4 * m * r * d + 8 * t * m * d))
     }
 
-    /// One training step on cached features.
-    var step: Double {
+    /// One training step (forward and backward of the micro-batch) on cached features.
+    public var step: Double {
         let l = Double(c.numHiddenLayers)
         return l * (2 * llmLinear() + 12 * attention) + 2 * head(rows: labelRows) + fuserForward + fuserBackward
     }
 
     /// Forward-only scoring: logits at one row per sample.
-    var infer: Double {
+    public var infer: Double {
         Double(c.numHiddenLayers) * (llmLinear() + 4 * attention) + head(rows: b) + fuserForward
     }
 
     /// The frozen ViT's forward for one image.
-    var visionPerImage: Double {
-        let v = shape.vision
+    public var visionPerImage: Double {
+        let v = vision
         let np = Double(v.numPatches), n = np + 1, dv = Double(v.hiddenSize), fv = Double(v.intermediateSize)
         let p = Double(v.patchSize)
         return 2 * np * 3 * p * p * dv

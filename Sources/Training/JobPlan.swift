@@ -1,0 +1,101 @@
+import Cluster
+import Foundation
+import Model
+import Shard
+
+/// What a job will take, computed from `config.json` files and dataset shapes alone (no weights
+/// loaded): memory per process, FLOPs per sample and per step, and the time at a given sgemm rate.
+/// `coordinator plan` prints it; `bench scale` measures the same job and compares.
+///
+/// The memory model follows the code's own allocations: `LlamaWorkspace.prepare` for the LLM's training
+/// buffers at the longest micro-batch (micro_batch rows of T tokens, + M visual tokens in concat), the
+/// fuser's `Workspace`, the label rows' logits, one image's ViT forward, the feature cache, and a fixed
+/// runtime overhead (the Swift runtime, Foundation, OpenBLAS's buffers) measured on the demo.
+public struct JobPlan: Sendable {
+    public struct Process: Sendable {
+        public var name: String
+        /// Backbone pages mapped from files: shared by every process of the node that maps them.
+        public var backboneShared: Int
+        /// Memory only this process holds, by part.
+        public var parts: [(String, Int)]
+        public var privateBytes: Int { parts.reduce(0) { $0 + $1.1 } }
+        /// What `ps` shows as resident once every page was touched.
+        public var rss: Int { backboneShared + privateBytes }
+    }
+
+    public let processes: [Process]
+    public let flopsPerSample: Double
+    public let flopsPerStep: Double
+    public let visionFlopsPerImage: Double
+    public let images: Int
+    public let steps: Int
+    public let microBatchesPerStep: Int
+    public let workers: Int
+
+    /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a process, measured on the demo (a
+    /// worker's RSS minus everything modelled here).
+    public static let runtimeOverhead = 64 << 20
+
+    public init(setup: JobSetup, workers: Int) throws {
+        let job = setup.job, f = setup.fuser, c = setup.language, v = setup.vision
+        let b = job.data.microBatch, t = setup.train.tokens
+        let m = f.visualTokens, s = f.candidates, dv = f.visionWidth, r = f.projectorRank
+        let concat = f.fusion == .concat
+        let tp = t + (concat ? m : 0), n = b * tp, d = c.hiddenSize, ff = c.intermediateSize, l = c.numHiddenLayers
+        let qd = c.numAttentionHeads * c.headDim, kd = c.numKeyValueHeads * c.headDim
+        let lanes = job.compute.threads
+        let floats = 4
+        // LlamaWorkspace.prepare, training: saved activations per layer, shared scratch, backward scratch.
+        let saved = (l + 1) * n * d + 2 * l * n + l * n * qd + 2 * l * n * kd + 2 * l * n * d + 2 * l * n * ff
+        let scratch = n * d + n * qd + n * ff + n * d + n + n * c.headDim + n + lanes * tp * tp
+        let backward = 3 * n * d + 2 * n * ff + 2 * n * qd + 2 * n * kd + lanes * 2 * tp * tp
+        let llm = (saved + scratch + backward + 3 * n * d) * floats   // + dFinal, the embeddings, a mask
+        // Fuser.Workspace.
+        let bm = b * m
+        let fuser = concat ? (2 * bm * dv + 2 * bm * r + 4 * bm * d) * floats
+            : (s * bm * dv + 2 * s * bm * r + l * b * d + l * b * s + l * bm * r + l * b * t * m + 2 * bm * r + 4 * bm * d
+               + 3 * lanes * t * m) * floats
+        let (maxLabels, meanLabels) = try setup.train.labelTokenStatistics()
+        let logits = b * maxLabels * c.vocabSize * floats
+        // One image through the ViT: every hidden state, the attention scores, the MLP activation.
+        let np = v.numPatches + 1
+        let visionForward = ((v.numHiddenLayers + 3) * np * v.hiddenSize + v.numAttentionHeads * np * np + np * v.intermediateSize) * floats
+        let featureBytes = s * m * dv * floats
+        images = setup.train.imageCount
+        let cache = min(images * featureBytes, job.data.featureCache == nil ? Int.max : 0)
+        let trainable = f.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } * floats
+        let backbone = setup.visionWeights.float32Bytes + setup.languageWeights.float32Bytes
+
+        let worker = Process(name: "worker", backboneShared: backbone, parts: [
+            ("LLM activations (training)", llm), ("fuser", fuser), ("logits of label rows", logits),
+            ("ViT forward (one image)", visionForward),
+            (job.data.featureCache == nil ? "feature cache (every image, in memory)" : "feature cache (on disk)", cache),
+            ("parameters and gradients", 3 * trainable), ("runtime", Self.runtimeOverhead),
+        ])
+        let k = job.data.globalBatch / job.data.microBatch
+        let coordinator = Process(name: "coordinator", backboneShared: 0, parts: [
+            ("parameters and AdamW moments", 3 * trainable), ("a step's gradient records", (k + 1) * trainable),
+            ("dataset columns", setup.train.count * 64), ("runtime", Self.runtimeOverhead),
+        ])
+        processes = job.cluster.launcher == .inprocess
+            ? [Process(name: "coordinator (computes in-process)", backboneShared: backbone,
+                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" })]
+            : [coordinator, worker]
+        let count = FlopCount(language: c, vision: v, fuser: f, batch: b, textTokens: t, labelTokens: Int(meanLabels.rounded(.up)))
+        flopsPerSample = count.step / Double(b)
+        flopsPerStep = count.step * Double(k)
+        visionFlopsPerImage = count.visionPerImage
+        steps = job.optim.totalSteps(stepsPerEpoch: max(1, setup.train.count / job.data.globalBatch))
+        microBatchesPerStep = k
+        self.workers = job.cluster.launcher == .inprocess ? 1 : max(1, workers)
+    }
+
+    /// Seconds for the whole job at `gflops` per worker: the one-time ViT pass over every image, then
+    /// every step, its micro-batches spread over the workers (a step takes as long as its busiest worker).
+    public func seconds(atGFLOPS gflops: Double) -> (vision: Double, training: Double) {
+        let rate = gflops * 1e9
+        let rounds = Double((microBatchesPerStep + workers - 1) / workers)
+        let perMicroBatch = flopsPerStep / Double(microBatchesPerStep)
+        return (Double(images) * visionFlopsPerImage / (rate * Double(workers)), Double(steps) * rounds * perMicroBatch / rate)
+    }
+}

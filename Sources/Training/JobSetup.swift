@@ -1,0 +1,79 @@
+import Cluster
+import Foundation
+import Model
+import Shard
+
+/// A job resolved against its files without loading the frozen weights: the backbones' configs and
+/// fingerprint (hashed streaming, no pages kept), the trainable part's shapes, and the training
+/// dataset, checked against both backbones. This is all a coordinator that does not compute needs;
+/// `TrainingEngine` adds the models on top of it.
+public struct JobSetup {
+    public let job: JobConfig
+    public let vision: CLIPVisionConfig
+    public let language: LlamaConfig
+    /// The vision weights' fingerprint alone (it keys the feature cache).
+    public let visionFingerprint: String
+    /// The pair's fingerprint (DESIGN.md §5): checkpoints record it, workers are admitted by it.
+    public let fingerprint: String
+    public let fuser: FuserConfig
+    public let train: DatasetFile
+    /// What the frozen weights hold, from their files' headers (nothing of the data is read).
+    public let visionWeights: WeightsSummary
+    public let languageWeights: WeightsSummary
+
+    /// Elements and bytes of one backbone's weight files.
+    public struct WeightsSummary: Sendable {
+        /// Values the model reads (its tower's tensors).
+        public var elements: Int
+        /// Bytes of the safetensors files as stored.
+        public var storedBytes: Int
+        /// Whether any tensor is stored as F16 or BF16 (it is read through a node's F32 cache).
+        public var halfPrecision: Bool
+        /// Bytes the model maps as float32.
+        public var float32Bytes: Int { elements * 4 }
+    }
+
+    public init(job: JobConfig) throws {
+        self.job = job
+        let visionDirectory = try VisionBackboneDirectory.open(URL(fileURLWithPath: job.model.vision.path))
+        let languageDirectory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: job.model.language.path))
+        vision = visionDirectory.config
+        language = languageDirectory.config
+        func summary(_ archive: SafetensorsArchive, names: [String], prefix: String) -> WeightsSummary {
+            let infos = names.compactMap { archive.info(prefix + $0) }
+            return WeightsSummary(elements: infos.reduce(0) { $0 + $1.shape.reduce(1, *) },
+                                  storedBytes: archive.files.reduce(0) { sum, f in
+                                      sum + ((try? FileManager.default.attributesOfItem(atPath: f.url.path)[.size] as? Int) ?? 0)
+                                  },
+                                  halfPrecision: infos.contains { $0.dtype == .f16 || $0.dtype == .bf16 })
+        }
+        visionWeights = summary(visionDirectory.archive, names: visionDirectory.weights.names, prefix: visionDirectory.weightPrefix)
+        languageWeights = summary(languageDirectory.archive, names: languageDirectory.archive.names, prefix: "")
+        visionFingerprint = try visionDirectory.fingerprint()
+        fingerprint = BackboneFingerprint.pair(vision: visionFingerprint, language: try languageDirectory.fingerprint())
+        fuser = try FuserConfig(job: job.model, vision: vision, language: language)
+        train = try DatasetFile(path: job.data.train.path)
+        try Self.check(train, vision: vision, language: language)
+    }
+
+    /// The job's initial trainable parameters (a pure function of `data.seed`).
+    public func initialParameters() -> TensorSet { fuser.initialParameters(seed: UInt64(job.data.seed)) }
+
+    /// Opens another dataset of this job (e.g. `data.eval`), checked against the backbones.
+    public func open(_ path: String) throws -> DatasetFile {
+        let d = try DatasetFile(path: path)
+        try Self.check(d, vision: vision, language: language)
+        return d
+    }
+
+    /// A dataset must fit the backbones: its images the ViT's input size, every token id the LLM's
+    /// vocabulary (checked here, once, rather than deep in a step on some worker).
+    static func check(_ d: DatasetFile, vision: CLIPVisionConfig, language: LlamaConfig) throws {
+        try d.checkTokenIDs(vocabularySize: language.vocabSize)
+        guard d.imageHeight == vision.imageSize, d.imageWidth == vision.imageSize else {
+            throw ShardError(.badShape, "the images do not fit the vision model; prepare the data with --image-size \(vision.imageSize)",
+                             path: d.path, object: "/images", expected: "\(vision.imageSize)x\(vision.imageSize)",
+                             found: "\(d.imageHeight)x\(d.imageWidth)")
+        }
+    }
+}
