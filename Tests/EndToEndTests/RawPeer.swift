@@ -9,6 +9,8 @@ final class RawPeer {
     let context: ZMQContext
     let socket: SocketThread
     let queue = EventQueue<SocketThread.Event>()
+    /// Decoded messages taken from the queue and not yet handed out (a wait returns several at once).
+    private var pending: [Envelope] = []
 
     init(_ endpoint: String, routingID: String, curve: CurveRole? = nil) throws {
         context = try ZMQContext()
@@ -25,12 +27,12 @@ final class RawPeer {
     /// The next envelope from the coordinator, or nil after `seconds`.
     func next(seconds: Double = 10) -> Envelope? {
         let deadline = monotonicMillis() + Millis(seconds * 1000)
-        while monotonicMillis() < deadline {
+        while pending.isEmpty && monotonicMillis() < deadline {
             for event in queue.wait(until: deadline) {
-                if case .message(_, _, let frames) = event, let e = try? WireCodec.decode(frames) { return e }
+                if case .message(_, _, let frames) = event, let e = try? WireCodec.decode(frames) { pending.append(e) }
             }
         }
-        return nil
+        return pending.isEmpty ? nil : pending.removeFirst()
     }
 
     /// Waits for a message matching `match`, skipping heartbeats and the rest.
