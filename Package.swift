@@ -55,10 +55,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Test support: shared helpers, and a checkpoint writer the crash tests SIGKILL.
+        // Test support: shared helpers, a checkpoint writer the crash tests SIGKILL, and the chaos soak's rogue client.
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/Support/TestSupport"),
         .executableTarget(name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
                           path: "Tests/Support/CheckpointCrashWriter"),
+        // A hostile client for Scripts/chaos: the project's own codec and sockets, aimed at a coordinator.
+        .executableTarget(name: "RogueClient", dependencies: [
+            "Cluster", "Transport", "Training", "Model",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Tests/Support/RogueClient"),
 
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "ShardTests", dependencies: ["Shard", "Model", "TestSupport"]),

@@ -121,6 +121,22 @@ struct StepSchedulerTests {
         #expect(s.received(result(1), from: a, now: 250).completes(5))
     }
 
+    @Test("a Result or Failed for a micro-batch the sender was not given evicts it, and the one it held goes to another worker",
+          arguments: [false, true])
+    func notGiven(failed: Bool) {
+        var s = scheduler(k: 2)
+        _ = s.start(workers: [a, b, c], haveParams: [a, b, c], now: 0)
+        #expect(s.assignment(of: a) == 0 && s.assignment(of: b) == 1 && s.assignment(of: c) == nil)
+        let bad = failed ? Envelope(jobID: 7, step: 5, .failed(Failed(microBatch: 1, reason: "no"))) : result(1)
+        let d = s.received(bad, from: a, now: 5)
+        #expect(d.contains { if case .workerEvicted(a, _) = $0 { true } else { false } }, "\(d)")
+        // Micro-batch 0, which a held, is not lost with it (the step would never complete).
+        #expect(work(d).map { $0.0 } == [c] && work(d).map(\.1) == [0])
+        _ = s.received(result(1), from: b, now: 6)
+        #expect(s.received(result(0), from: c, now: 7).completes(5))
+        #expect(s.results.map(\.gradients.lossSum) == [0, 1])
+    }
+
     @Test("an empty step completes at once; a step with no workers waits")
     func edges() {
         var e = scheduler(k: 0)

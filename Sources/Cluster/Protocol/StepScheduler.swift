@@ -222,12 +222,17 @@ public struct StepScheduler: Sendable {
 
     private var idle: [WorkerID] { workers.filter { outstanding[$0] == nil } }
 
-    /// Takes a member out (the core removes it and refuses it); what it held goes back to the queue.
+    /// Takes a member out: the core removes it and refuses it. A micro-batch it still holds (it sent a
+    /// message about another one) goes back to the queue: nobody else would ever compute it.
     private mutating func evict(_ id: WorkerID, _ reason: String, now: Millis) -> [Directive] {
         workers.removeAll { $0 == id }
         haveParams.remove(id)
-        if let a = outstanding.removeValue(forKey: id) { _ = requeue(a.microBatch) }
-        return [.workerEvicted(id, reason: reason)]
+        var out: [Directive] = [.workerEvicted(id, reason: reason)]
+        if let a = outstanding.removeValue(forKey: id), requeue(a.microBatch) {
+            out.append(.log(.info, "step \(step): micro-batch \(a.microBatch) of evicted \(id) goes back to the queue"))
+            out += assignIdle(now: now)
+        }
+        return out
     }
 
     /// A micro-batch failed on `id`: it goes back to the queue for another worker, or the step fails.
