@@ -182,33 +182,45 @@ struct HostilePeerEndToEndTests {
         #expect(try w.wait(seconds: 10) == 0)
     }
 
-    @Test("under CURVE, a worker with its own valid key presenting another member's routing id is refused; the job ends with the clean run's parameters")
+    @Test("under CURVE, a listed key presenting a member's routing id takes it over but never acts as it: the member's work is requeued, the impostor's forged result evicts it, the member rejoins; the clean run's parameters")
     func curveImpostor() throws {
         let dir = try Demo.scratch("impostor")
         let keys = dir.appendingPathComponent("keys")
         let k = try Child("coordinator", ["keys", "--out", keys.path, "--workers", "2"], log: dir.path + "/keys.log")
         #expect(try k.wait() == 0, "\(k.output)")
         let port = Demo.port()
-        let job = try Demo.job(in: dir, launcher: "manual", port: port, steps: Self.steps, timeoutMs: 2000, extra: """
+        let steps = 200   // long enough for the impostor to act mid-job
+        let job = try Demo.job(in: dir, launcher: "manual", port: port, steps: steps, timeoutMs: 1000, extra: """
             security:
               curve: true
               secret_key: keys/coordinator.key_secret
               allowed_workers: keys/workers
             """)
         let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
-        let server = ["--server-key", keys.appendingPathComponent("coordinator.key").path]
-        func worker(_ key: String, log: String) throws -> Child {
-            try Child("worker", ["--join", "tcp://127.0.0.1:\(port)", "--name", "w1", "--curve-secret",
-                                 keys.appendingPathComponent("\(key).key_secret").path] + server, log: dir.path + "/\(log).log")
-        }
-        let real = try worker("worker-1", log: "real")
+        let serverKey = keys.appendingPathComponent("coordinator.key").path
+        let real = try Child("worker", ["--join", "tcp://127.0.0.1:\(port)", "--name", "w1", "--curve-secret",
+                                        keys.appendingPathComponent("worker-1.key_secret").path, "--server-key", serverKey],
+                             log: dir.path + "/real.log")
         try waitUntil("the real worker to join") { c.output.contains("joined; 1 live") }
-        let impostor = try worker("worker-2", log: "impostor")
-        #expect(try impostor.wait(seconds: 60) == 2, "\(impostor.output)")
-        #expect(impostor.output.contains("belongs to another worker's key"), "\(impostor.output)")
+        // An insider with worker-2's listed key presents the real worker's routing id.
+        let curve = CurveRole.client(try CurveKeyPair(secretKeyFile: keys.appendingPathComponent("worker-2.key_secret").path),
+                                     serverPublicKey: try Curve.readKey(file: serverKey))
+        let impostor = try RawPeer("tcp://127.0.0.1:\(port)", routingID: "w1", curve: curve)
+        let (fingerprint, computeID) = try insiderIdentity(job: job)
+        impostor.send(Envelope(jobID: 0, step: 0, .hello(Hello(workerName: "impostor", backbone: fingerprint, computeID: computeID))))
+        let welcome = impostor.await { e -> (UInt64, UInt64, TensorSet)? in
+            if case .welcome(let w) = e.message, !w.params.isEmpty { return (e.jobID, e.step, w.params) }
+            return nil
+        }
+        let (jobID, step, params) = try #require(welcome, "the impostor was not admitted:\n\(c.output)")
+        // A forged result for a micro-batch it holds or not: either way it must not be taken as the member's.
+        impostor.send(Envelope(jobID: jobID, step: step, .result(WorkResult(microBatch: 3, gradients: record(like: params, value: .nan)))))
+        #expect(refusal(impostor)?.hasPrefix("evicted:") == true)
         #expect(try c.wait() == 0, "\(c.output)")
-        #expect(try real.wait(seconds: 20) == 0, "\(real.output)")
-        try Demo.expectSame(dir, steps: Self.steps, as: Self.reference, "after the impostor")
+        #expect(try real.wait(seconds: 20) == 0, "the real worker rejoins and finishes:\n\(real.output)")
+        #expect(c.output.contains("its routing id was taken by a connection with another key"), "\(c.output)")
+        try Demo.expectSame(dir, steps: steps, as: Result { try Demo.reference(steps: steps, name: "reference-impostor") },
+                            "after the impostor")
     }
 
     @Test("a checkpoint that cannot be written (ulimit -f): the coordinator stops with the error, not a crash")

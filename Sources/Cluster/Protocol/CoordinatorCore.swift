@@ -12,8 +12,10 @@ import Model
 ///   job's, and its compute id (``JobConfig/computeID`` of the config it parsed) equals the job's. A
 ///   refusal names what differs (the vision weights, the language config...) without revealing the
 ///   fingerprint. Membership is capped at ``maxMembers``.
-/// - Under CURVE a member is bound to its key (``WorkerID/key``): a peer with another key presenting a
-///   member's routing id is refused, and messages from it are dropped.
+/// - Under CURVE a member is bound to its key (``WorkerID/key``): messages on a member's routing id with
+///   another key are not the member's. A Hello presenting a member's routing id with another key replaces
+///   that member (ZeroMQ routes the id to the newest connection anyway); the old member's work is
+///   requeued and it rejoins when it reconnects.
 /// - Only members' messages reach the scheduler; the shell decodes nothing but the header of a message
 ///   from a peer for which ``admits(_:kind:)`` is false.
 public struct CoordinatorCore: Sendable {
@@ -155,11 +157,13 @@ public struct CoordinatorCore: Sendable {
         }
         var out: [Directive] = []
         if let owner = membership.live.first(where: { $0.identity == id.identity && $0 != id }) {
-            // The same routing id: a worker that reconnected with its own key again takes its place; a peer
-            // with another key is an impostor.
-            guard owner.key == id.key else {
-                return refusal(id, "routing id \(WorkerID(id.identity)) belongs to another worker's key")
-            }
+            // The same routing id under another key. ZeroMQ has already handed the routing id to this
+            // newest connection (ROUTER_HANDOVER), so messages for the old member would reach this one:
+            // the old member is taken out and its work requeued (nothing is lost, nothing is misdirected),
+            // and it comes back, taking the routing id again, when it reconnects. A peer can thus disturb
+            // a member whose routing id it presents, never speak or be paid as it.
+            out += membership.remove(owner, reason: "its routing id was taken by a connection with another key (\(id))")
+            out += scheduler?.workerGone(owner, now: now) ?? []
         }
         if let previous = membership.live.first(where: { $0.key != nil && $0.key == id.key && $0 != id }) {
             // The same key under a new routing id: the worker restarted.
