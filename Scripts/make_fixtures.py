@@ -6,6 +6,7 @@ Needs: pip install torch transformers safetensors h5py. Run from anywhere:
     python3 Scripts/make_fixtures.py
 CI never runs this; the outputs are committed (well under 2 MB). Everything is seeded, but a different
 torch/transformers version may produce different random weights: regenerate all cases together.
+The RoPE-scaling cases (rope-*) are written by Scripts/make_rope_fixtures.py, which reuses this file's helpers.
 
 Each case is Tests/Fixtures/backbones/<case>/{vision/, language/, inputs.h5, reference.h5}:
 - vision/: a CLIPVisionModel or full CLIPModel directory (config.json + safetensors). transformers 5 saves a

@@ -65,15 +65,23 @@ public enum RandomBackbone {
         }
         ones("model.norm.weight", [d])
         if !c.tieWordEmbeddings { normal("lm_head.weight", [c.vocabSize, d]) }
-        let config: [String: Any] = [
+        var config: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",
             "hidden_size": d, "intermediate_size": c.intermediateSize, "num_hidden_layers": c.numHiddenLayers,
             "num_attention_heads": c.numAttentionHeads, "num_key_value_heads": c.numKeyValueHeads,
             "head_dim": c.headDim, "vocab_size": c.vocabSize, "rms_norm_eps": Double(c.rmsNormEps),
             "rope_theta": Double(c.ropeTheta), "tie_word_embeddings": c.tieWordEmbeddings, "hidden_act": "silu",
-            "max_position_embeddings": 2048, "attention_bias": false, "mlp_bias": false,
+            "max_position_embeddings": c.maxPositionEmbeddings, "attention_bias": false, "mlp_bias": false,
             "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32",
         ]
+        switch c.ropeScaling {
+        case .none: break
+        case .linear(let factor), .dynamic(let factor):
+            config["rope_scaling"] = ["rope_type": c.ropeScaling.typeName, "factor": factor]
+        case .llama3(let factor, let low, let high, let original):
+            config["rope_scaling"] = ["rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                                      "high_freq_factor": high, "original_max_position_embeddings": original]
+        }
         return (json(config), TensorSet(t))
     }
 

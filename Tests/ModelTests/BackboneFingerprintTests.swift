@@ -41,3 +41,39 @@ struct BackboneFingerprintTests {
         #expect(pair.hasPrefix("vision=model.safetensors:") && pair.contains(";language=model-00001-of-00002"))
     }
 }
+
+/// The language config's math signature (the `|config:` part of a backbone fingerprint) for each RoPE type,
+/// as Scripts/reference/fingerprint.py prints it for the same config.json (`language_fields`, the lines
+/// below were produced by it). The Python side stamps the checkpoint fixtures, so the two must agree.
+@Suite("language config signature")
+struct LlamaSignatureTests {
+    static let common = #""hidden_size": 32, "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 10"#
+    static let prefix = "attention_bias=false;head_dim=16;hidden_act=silu;hidden_size=32;intermediate_size=8;"
+    static let cases: [(String, String)] = [
+        ("", "max_position_embeddings=2048;mlp_bias=false;num_attention_heads=2;num_hidden_layers=1;num_key_value_heads=2;rms_norm_eps=0x358637bd;rope_theta=0x461c4000;rope_type=default;tie_word_embeddings=false;vocab_size=10"),
+        (#", "rope_scaling": {"type": "linear", "factor": 1.1}, "rope_theta": 1000.0, "max_position_embeddings": 64"#,
+         "max_position_embeddings=64;mlp_bias=false;num_attention_heads=2;num_hidden_layers=1;num_key_value_heads=2;rms_norm_eps=0x358637bd;rope_factor=0x3ff199999999999a;rope_theta=0x447a0000;rope_type=linear;tie_word_embeddings=false;vocab_size=10"),
+        (#", "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1000.0}, "max_position_embeddings": 16"#,
+         "max_position_embeddings=16;mlp_bias=false;num_attention_heads=2;num_hidden_layers=1;num_key_value_heads=2;rms_norm_eps=0x358637bd;rope_factor=0x4000000000000000;rope_theta=0x447a0000;rope_type=dynamic;tie_word_embeddings=false;vocab_size=10"),
+        (#", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, "rope_theta": 500000.0, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096"#,
+         "max_position_embeddings=131072;mlp_bias=false;num_attention_heads=2;num_hidden_layers=1;num_key_value_heads=2;rms_norm_eps=0x358637bd;rope_factor=0x4020000000000000;rope_high_freq_factor=0x4010000000000000;rope_low_freq_factor=0x3ff0000000000000;rope_original_max_position_embeddings=4096;rope_theta=0x48f42400;rope_type=llama3;tie_word_embeddings=false;vocab_size=10"),
+    ]
+
+    @Test("equal to fingerprint.py's for default, linear (legacy type), dynamic and llama3; each rope setting changes it")
+    func signatures() throws {
+        var digests = Set<String>()
+        for (keys, expected) in Self.cases {
+            let c = try JSONDecoder().decode(LlamaConfig.self, from: Data(("{" + Self.common + keys + "}").utf8))
+            #expect(c.mathSignature == Self.prefix + expected)
+            digests.insert(c.mathDigest)
+        }
+        #expect(digests.count == Self.cases.count)
+        let base = try JSONDecoder().decode(LlamaConfig.self, from: Data(("{" + Self.common + Self.cases[2].0 + "}").utf8))
+        var other = base
+        other.ropeScaling = .dynamic(factor: 2.0000001)
+        #expect(other.mathDigest != base.mathDigest, "a factor that differs below float32 precision still counts")
+        other = base
+        other.maxPositionEmbeddings = 17
+        #expect(other.mathDigest != base.mathDigest)
+    }
+}

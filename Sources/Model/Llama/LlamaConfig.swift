@@ -1,8 +1,13 @@
 import Foundation
 
-/// A `LlamaForCausalLM` `config.json`. Field names follow transformers' `LlamaConfig`; `rope_theta` may be
-/// at top level or inside `rope_parameters` (newer transformers), `head_dim` may be absent (then
-/// hidden_size / num_attention_heads), `num_key_value_heads` may be absent (then = num_attention_heads).
+/// A `LlamaForCausalLM` `config.json`. Field names follow transformers' `LlamaConfig`; `head_dim` may be
+/// absent (then hidden_size / num_attention_heads), `num_key_value_heads` may be absent (then =
+/// num_attention_heads), `max_position_embeddings` may be absent (then 2048, transformers' default).
+///
+/// Rotary embeddings are read as transformers 5 reads them (`RotaryEmbeddingConfigMixin`): the rope object
+/// is `rope_scaling` when it is a non-empty object, else `rope_parameters`; its type is `rope_type`, else
+/// the legacy `type`, else `default`; `rope_theta` is the object's, else the top-level one, else 10000.
+/// Types other than those in `RopeScaling.supportedTypes` are refused by name.
 public struct LlamaConfig: Codable, Sendable, Equatable {
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -13,6 +18,11 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     public var vocabSize: Int
     public var rmsNormEps: Float
     public var ropeTheta: Float
+    /// The rotary scaling type and its parameters (`.none` for `default`).
+    public var ropeScaling: RopeScaling
+    /// The context the model was trained for. A position at or past it is an error unless `ropeScaling`
+    /// allows it (only `dynamic` does); dynamic NTK scales its frequencies past it.
+    public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
     public var hiddenAct: String
     public var attentionBias: Bool
@@ -28,17 +38,15 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         case tieWordEmbeddings = "tie_word_embeddings", hiddenAct = "hidden_act"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", eosTokenID = "eos_token_id"
         case ropeParameters = "rope_parameters", ropeScaling = "rope_scaling"
-    }
-
-    struct RopeParameters: Codable {
-        var ropeTheta: Float?
-        var ropeType: String?
-        enum CodingKeys: String, CodingKey { case ropeTheta = "rope_theta", ropeType = "rope_type" }
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        case partialRotaryFactor = "partial_rotary_factor"
     }
 
     public init(hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int? = nil, headDim: Int? = nil, vocabSize: Int, rmsNormEps: Float = 1e-6,
-                ropeTheta: Float = 10000, tieWordEmbeddings: Bool = false) {
+                ropeTheta: Float = 10000, ropeScaling: RopeScaling = .none, maxPositionEmbeddings: Int = 2048,
+                tieWordEmbeddings: Bool = false) {
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.numHiddenLayers = numHiddenLayers
@@ -48,6 +56,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.vocabSize = vocabSize
         self.rmsNormEps = rmsNormEps
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+        self.maxPositionEmbeddings = maxPositionEmbeddings
         self.tieWordEmbeddings = tieWordEmbeddings
         self.hiddenAct = "silu"
         self.attentionBias = false
@@ -74,15 +84,20 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         } else {
             eosTokenID = (try? c.decodeIfPresent([Int32].self, forKey: .eosTokenID))??.first
         }
-        let params = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters)
-        let scaling = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeScaling)
-        for p in [params, scaling] {
-            if let type = p?.ropeType, type != "default" {
-                throw ModelError(.unsupported,
-                    "rope type '\(type)' is not supported; only default rotary embeddings are implemented")
-            }
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
+        guard maxPositionEmbeddings > 0 else {
+            throw ModelError(.badConfig, "max_position_embeddings must be positive, got \(maxPositionEmbeddings)")
         }
-        ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? params?.ropeTheta ?? 10000
+        // `convert_rope_params_to_dict`: a non-empty rope_scaling replaces rope_parameters wholesale.
+        var rope = try c.decodeIfPresent(RopeParametersObject.self, forKey: .ropeScaling)
+        if (rope?.keyCount ?? 0) == 0 {
+            rope = try c.decodeIfPresent(RopeParametersObject.self, forKey: .ropeParameters)
+        }
+        ropeTheta = try rope?.ropeTheta ?? c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+        ropeScaling = try rope?.scaling(
+            maxPositionEmbeddings: maxPositionEmbeddings, headDim: headDim,
+            topLevelOriginalMaxPositionEmbeddings: try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings),
+            topLevelPartialRotaryFactor: try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)) ?? .none
         guard hiddenAct == "silu" else {
             throw ModelError(.unsupported, "hidden_act '\(hiddenAct)' is not supported; LLaMA uses 'silu'")
         }
@@ -102,7 +117,20 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try c.encode(headDim, forKey: .headDim)
         try c.encode(vocabSize, forKey: .vocabSize)
         try c.encode(rmsNormEps, forKey: .rmsNormEps)
-        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        var rope = c.nestedContainer(keyedBy: RopeParametersObject.Key.self, forKey: .ropeParameters)
+        func put<T: Encodable>(_ value: T, _ key: String) throws { try rope.encode(value, forKey: .init(stringValue: key)) }
+        try put(ropeScaling.typeName, "rope_type")
+        try put(ropeTheta, "rope_theta")
+        switch ropeScaling {
+        case .none: break
+        case .linear(let factor), .dynamic(let factor): try put(factor, "factor")
+        case .llama3(let factor, let low, let high, let original):
+            try put(factor, "factor")
+            try put(low, "low_freq_factor")
+            try put(high, "high_freq_factor")
+            try put(original, "original_max_position_embeddings")
+        }
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encode(hiddenAct, forKey: .hiddenAct)
         try c.encode(attentionBias, forKey: .attentionBias)

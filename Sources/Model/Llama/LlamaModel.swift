@@ -92,7 +92,11 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Runs the causal LM from input embeddings [B, T, d] (B, T = the workspace's).
     ///
-    /// - positions: RoPE position per token [B * T] (default 0..T-1 in each row).
+    /// - positions: RoPE position per token [B * T] (default 0..T-1 in each row). Each must be below
+    ///   `max_position_embeddings` unless the rope type is `dynamic`. With dynamic NTK scaling the
+    ///   frequencies are computed from this call's largest position + 1, as transformers does per forward
+    ///   call: a row's rotations then depend on the longest row (the padded length, with default
+    ///   positions) of its micro-batch, exactly as in transformers with that batch.
     /// - keyMask: [B, T], nonzero = may be attended (default all).
     /// - injection: added into each layer's FFN output (see `FFNInjection`).
     /// - Returns: the final-normed hidden states [B, T, d], a view into the workspace that the next call
@@ -116,9 +120,13 @@ public final class LlamaModel: @unchecked Sendable {
             ws.mask.data.update(from: keyMask.data, count: N)
         }
         ws.hasMask = keyMask != nil
-        ws.positions.withUnsafeBufferPointer {
-            Rotary.tables(positions: $0.baseAddress!, count: N, headDim: c.headDim, theta: c.ropeTheta,
-                          cos: ws.cos.data, sin: ws.sin.data)
+        let invFreq = Rotary.inverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
+                                                maxPositionEmbeddings: c.maxPositionEmbeddings,
+                                                sequenceLength: try checkedSequenceLength(ws.positions))
+        ws.positions.withUnsafeBufferPointer { p in
+            invFreq.withUnsafeBufferPointer {
+                Rotary.tables(positions: p.baseAddress!, count: N, inverseFrequencies: $0, cos: ws.cos.data, sin: ws.sin.data)
+            }
         }
         ws.hiddenIn(0).update(from: embeddings.data, count: N * d)
         var states: [Tensor] = []
@@ -131,6 +139,20 @@ public final class LlamaModel: @unchecked Sendable {
         if outputHiddenStates { states.append(ws.final.copy()) }
         ws.forwardDone = true
         return (Tensor(shape: [B, T, d], borrowing: ws.final.data, owner: ws), states)
+    }
+
+    /// The call's largest position + 1, transformers' `seq_len` for dynamic RoPE. Negative positions, and
+    /// positions at or past `max_position_embeddings` for a type that does not extend the context, are
+    /// errors: transformers would compute them, but with rotations the model never saw.
+    func checkedSequenceLength(_ positions: [Int32]) throws -> Int {
+        let c = config
+        guard let lowest = positions.min(), let highest = positions.max() else { return 0 }
+        guard lowest >= 0 else { throw ModelError(.badInput, "position \(lowest) is negative; RoPE positions start at 0") }
+        if Int(highest) >= c.maxPositionEmbeddings && !c.ropeScaling.allowsPositionsPastMaxPositionEmbeddings {
+            throw ModelError(.badInput,
+                "position \(highest) is past the language model's max_position_embeddings \(c.maxPositionEmbeddings) (positions 0..<\(c.maxPositionEmbeddings)), which rope type '\(c.ropeScaling.typeName)' does not extend; use sequences of at most \(c.maxPositionEmbeddings) tokens (visual tokens included) or a model whose config allows longer ones")
+        }
+        return Int(highest) + 1
     }
 
     func layerForward(_ l: Int, injection: FFNInjection?, _ ws: LlamaWorkspace) {

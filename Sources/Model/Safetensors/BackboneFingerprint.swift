@@ -51,9 +51,11 @@ public enum BackboneFingerprint {
 
 /// The `config.json` fields that change a backbone's numbers, as one canonical line: `key=value` sorted by
 /// key, integers in decimal, floats as the hex bits of their float32 value (the precision the model
-/// computes in), so Python reproduces it exactly (Scripts/reference/make_dehvf_fixtures.py). Its SHA-256
-/// goes into the fingerprint: the same weights with another `rope_theta` or `rms_norm_eps` compute other
-/// numbers, and a worker holding them must not be admitted.
+/// computes in), except the RoPE scaling parameters, which transformers reads as Python floats: the hex
+/// bits of their float64 value. Python reproduces it exactly (Scripts/reference/fingerprint.py). Its
+/// SHA-256 goes into the fingerprint: the same weights with another `rope_theta`, rope scaling,
+/// `max_position_embeddings` or `rms_norm_eps` compute other numbers (or refuse other inputs), and a
+/// worker holding them must not be admitted.
 public protocol MathSignature {
     var mathFields: [(String, String)] { get }
 }
@@ -68,6 +70,7 @@ extension MathSignature {
     }
 
     static func bits(_ f: Float) -> String { "0x" + String(f.bitPattern, radix: 16) }
+    static func bits(_ d: Double) -> String { "0x" + String(d.bitPattern, radix: 16) }
 }
 
 extension CLIPVisionConfig: MathSignature {
@@ -86,6 +89,19 @@ extension LlamaConfig: MathSignature {
          ("num_key_value_heads", "\(numKeyValueHeads)"), ("head_dim", "\(headDim)"), ("vocab_size", "\(vocabSize)"),
          ("rms_norm_eps", Self.bits(rmsNormEps)), ("rope_theta", Self.bits(ropeTheta)),
          ("tie_word_embeddings", "\(tieWordEmbeddings)"), ("hidden_act", hiddenAct),
-         ("attention_bias", "\(attentionBias)"), ("mlp_bias", "\(mlpBias)")]
+         ("attention_bias", "\(attentionBias)"), ("mlp_bias", "\(mlpBias)"),
+         ("max_position_embeddings", "\(maxPositionEmbeddings)"), ("rope_type", ropeScaling.typeName)]
+            + ropeFields
+    }
+
+    /// The scaling type's own parameters, `rope_`-prefixed (none for default).
+    private var ropeFields: [(String, String)] {
+        switch ropeScaling {
+        case .none: []
+        case .linear(let factor), .dynamic(let factor): [("rope_factor", Self.bits(factor))]
+        case .llama3(let factor, let low, let high, let original):
+            [("rope_factor", Self.bits(factor)), ("rope_low_freq_factor", Self.bits(low)),
+             ("rope_high_freq_factor", Self.bits(high)), ("rope_original_max_position_embeddings", "\(original)")]
+        }
     }
 }
