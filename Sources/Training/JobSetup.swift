@@ -54,6 +54,7 @@ public struct JobSetup {
         fuser = try FuserConfig(job: job.model, vision: vision, language: language)
         train = try DatasetFile(path: job.data.train.path)
         try Self.check(train, vision: vision, language: language)
+        try Self.checkPositions(train, fuser: fuser, language: language)
     }
 
     /// The job's initial trainable parameters (a pure function of `data.seed`).
@@ -63,7 +64,22 @@ public struct JobSetup {
     public func open(_ path: String) throws -> DatasetFile {
         let d = try DatasetFile(path: path)
         try Self.check(d, vision: vision, language: language)
+        try Self.checkPositions(d, fuser: fuser, language: language)
         return d
+    }
+
+    /// The longest micro-batch (every row at the file's T, plus the visual tokens in concat) must fit the
+    /// language model's positions, unless its RoPE extends them: found when the job starts, not on a worker.
+    static func checkPositions(_ d: DatasetFile, fuser: FuserConfig, language: LlamaConfig) throws {
+        let longest = d.tokens + (fuser.fusion == .concat ? fuser.visualTokens : 0)
+        guard longest <= language.maxPositionEmbeddings || language.ropeScaling.allowsPositionsPastMaxPositionEmbeddings else {
+            throw ShardError(.badShape, "rows are longer than the language model's max_position_embeddings, which rope type "
+                             + "'\(language.ropeScaling.typeName)' does not extend: shorten the rows when preparing the data"
+                             + (fuser.fusion == .concat ? " or use fewer model.visual_tokens" : ""),
+                             path: d.path, object: "/input_ids",
+                             expected: "at most \(language.maxPositionEmbeddings) positions",
+                             found: "\(d.tokens) tokens" + (fuser.fusion == .concat ? " + \(fuser.visualTokens) visual tokens" : ""))
+        }
     }
 
     /// A dataset must fit the backbones: its images the ViT's input size, every token id the LLM's
