@@ -68,17 +68,18 @@ public struct JobSetup {
         return d
     }
 
-    /// The longest micro-batch (every row at the file's T, plus the visual tokens in concat) must fit the
+    /// The longest row (plus the visual tokens in concat) must fit the
     /// language model's positions, unless its RoPE extends them: found when the job starts, not on a worker.
     static func checkPositions(_ d: DatasetFile, fuser: FuserConfig, language: LlamaConfig) throws {
-        let longest = d.tokens + (fuser.fusion == .concat ? fuser.visualTokens : 0)
+        let longestRow = Int(d.rowLengths.max() ?? 0)
+        let longest = longestRow + (fuser.fusion == .concat ? fuser.visualTokens : 0)
         guard longest <= language.maxPositionEmbeddings || language.ropeScaling.allowsPositionsPastMaxPositionEmbeddings else {
             throw ShardError(.badShape, "rows are longer than the language model's max_position_embeddings, which rope type "
                              + "'\(language.ropeScaling.typeName)' does not extend: shorten the rows when preparing the data"
                              + (fuser.fusion == .concat ? " or use fewer model.visual_tokens" : ""),
                              path: d.path, object: "/input_ids",
                              expected: "at most \(language.maxPositionEmbeddings) positions",
-                             found: "\(d.tokens) tokens" + (fuser.fusion == .concat ? " + \(fuser.visualTokens) visual tokens" : ""))
+                             found: "a row of \(longestRow) tokens" + (fuser.fusion == .concat ? " + \(fuser.visualTokens) visual tokens" : ""))
         }
     }
 
