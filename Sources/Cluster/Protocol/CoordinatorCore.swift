@@ -68,6 +68,22 @@ public struct CoordinatorCore: Sendable {
         return out
     }
 
+    /// Starts an evaluation of `units` (rows of `dataset`) at `params`, the parameters after `steps` steps,
+    /// scheduled like a training step (membership, failures, deadlines and fencing apply); it ends with
+    /// `.evaluationComplete`. `maxNewTokens` 0 scores; otherwise it captions.
+    public mutating func beginEvaluation(after steps: UInt64, dataset: String, units: [[Int64]], maxNewTokens: UInt32 = 0,
+                                         eos: Int32 = -1, params: TensorSet, vocabularySize: Int, now: Millis) -> [Directive] {
+        let fence = evaluationStep(steps)
+        self.step = fence
+        self.params = params
+        membership.step = fence
+        var s = StepScheduler(jobID: jobID, step: fence, task: .evaluation(dataset: dataset, maxNewTokens: maxNewTokens, eos: eos),
+                              units: units, params: params, policy: policy, vocabularySize: vocabularySize)
+        let out = s.start(workers: membership.live, haveParams: [], now: now)
+        scheduler = s
+        return out
+    }
+
     /// Whether a message of `kind` from `id` may be decoded past its header: anyone may say Hello (it is
     /// small and bounded); everything else only from a member.
     public func admits(_ id: WorkerID, kind: UInt8) -> Bool {
@@ -89,7 +105,7 @@ public struct CoordinatorCore: Sendable {
             out += membership.leave(id, now: now)
             if !unfinished.isEmpty { out.append(.log(.info, "\(id) left with unfinished micro-batches \(unfinished.prefix(16))")) }
             out += scheduler?.workerGone(id, now: now) ?? []
-        case .result, .failed:
+        case .result, .failed, .evalResult:
             out += apply(scheduler?.received(e, from: id, now: now) ?? [], now: now)
         case .heartbeat:
             break

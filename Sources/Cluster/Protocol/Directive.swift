@@ -20,4 +20,7 @@ public enum Directive: Sendable, Equatable {
     case stepFailed(step: UInt64, microBatch: UInt32, reasons: [String])
     /// Every micro-batch of the step has exactly one accepted result; here they are, in micro-batch order.
     case stepComplete(step: UInt64, results: [WorkResult])
+    /// Every unit of an evaluation (its envelope step, ``evaluationStep(_:)``) has exactly one accepted
+    /// result; here they are, in unit order.
+    case evaluationComplete(step: UInt64, results: [EvalResult])
 }

@@ -55,42 +55,75 @@ public struct StepScheduler: Sendable {
         var since: Millis
     }
 
+    /// What the units are: a training step's micro-batches, or an evaluation's units of held-out rows.
+    public enum Task: Sendable, Equatable {
+        case training(epoch: UInt64, dropout: Bool)
+        /// `maxNewTokens` 0 scores; otherwise it captions (see ``EvalWork``).
+        case evaluation(dataset: String, maxNewTokens: UInt32, eos: Int32)
+    }
+
+    /// A unit's accepted result.
+    public enum Outcome: Sendable, Equatable {
+        case gradients(WorkResult)
+        case evaluation(EvalResult)
+    }
+
     public let jobID: UInt64
+    /// The envelope step: the training step, or ``evaluationStep(_:)`` of it for an evaluation.
     public let step: UInt64
-    public let epoch: UInt64
-    public let dropout: Bool
+    public let task: Task
     public let policy: Policy
-    /// Sample indices of each micro-batch, by micro-batch index.
+    /// Sample indices of each unit (micro-batch), by index.
     public let microBatches: [[Int64]]
     private let params: TensorSet
+    /// The language model's vocabulary (a generated token must be below it).
+    public let vocabularySize: Int
 
     private var workers: [WorkerID] = []
     private var haveParams: Set<WorkerID> = []
     private var queue: [UInt32]
     private var outstanding: [WorkerID: Assignment] = [:]
-    private var accepted: [UInt32: WorkResult] = [:]
+    private var accepted: [UInt32: Outcome] = [:]
     private var failures: [UInt32: [String]] = [:]
     /// Who failed each micro-batch, by ``WorkerID/principal`` (a key that reconnects is still the same).
     private var failedOn: [UInt32: Set<String>] = [:]
     private var announced = false
 
+    /// A training step.
     /// - Parameter params: the parameters this step's gradients are taken at (sent to workers lacking them).
     public init(jobID: UInt64, step: UInt64, epoch: UInt64, microBatches: [[Int64]], dropout: Bool,
                 params: TensorSet, policy: Policy) {
+        self.init(jobID: jobID, step: step, task: .training(epoch: epoch, dropout: dropout), units: microBatches,
+                  params: params, policy: policy, vocabularySize: Int(Int32.max))
+    }
+
+    /// Any task; an evaluation's `step` is ``evaluationStep(_:)`` of the steps done.
+    public init(jobID: UInt64, step: UInt64, task: Task, units: [[Int64]], params: TensorSet, policy: Policy,
+                vocabularySize: Int) {
         self.jobID = jobID
         self.step = step
-        self.epoch = epoch
-        self.microBatches = microBatches
-        self.dropout = dropout
+        self.task = task
+        self.microBatches = units
         self.params = params
         self.policy = policy
-        self.queue = Array(0..<UInt32(microBatches.count))
+        self.vocabularySize = vocabularySize
+        self.queue = Array(0..<UInt32(units.count))
     }
 
     public var isComplete: Bool { accepted.count == microBatches.count }
 
-    /// The accepted results in micro-batch order (all of them once ``isComplete``).
-    public var results: [WorkResult] { accepted.keys.sorted().map { accepted[$0]! } }
+    /// A training step's accepted results in micro-batch order (all of them once ``isComplete``).
+    public var results: [WorkResult] {
+        accepted.keys.sorted().compactMap { if case .gradients(let r) = accepted[$0]! { r } else { nil } }
+    }
+
+    /// An evaluation's accepted results in unit order.
+    public var evaluations: [EvalResult] {
+        accepted.keys.sorted().compactMap { if case .evaluation(let r) = accepted[$0]! { r } else { nil } }
+    }
+
+    /// Units with an accepted result (progress of a long evaluation).
+    public var acceptedUnits: [UInt32] { Array(accepted.keys) }
 
     /// Micro-batches not yet handed to anyone.
     public var pending: [UInt32] { queue }
@@ -129,11 +162,13 @@ public struct StepScheduler: Sendable {
         return out + assignIdle(now: now) + completion()
     }
 
-    /// A message from a worker that the shell decoded: a Result or a Failed; the rest is ignored.
+    /// A message from a worker that the shell decoded: a Result, an EvalResult or a Failed; the rest is
+    /// ignored.
     public mutating func received(_ e: Envelope, from id: WorkerID, now: Millis) -> [Directive] {
         let microBatch: UInt32
         switch e.message {
         case .result(let r): microBatch = r.microBatch
+        case .evalResult(let r): microBatch = r.unit
         case .failed(let f): microBatch = f.microBatch
         default: return []
         }
@@ -151,17 +186,29 @@ public struct StepScheduler: Sendable {
         if case .failed(let f) = e.message {
             return fail(microBatch, on: id, "\(id): \(Sanitized.text(f.reason, limit: 400))", now: now)
         }
-        guard case .result(let r) = e.message else { return [] }
         if accepted[microBatch] != nil {
             // The slower copy of a backed-up micro-batch: the same bits, nothing to do.
             return [.log(.debug, "ignored the second copy of micro-batch \(microBatch) from \(id)")] + assignIdle(now: now)
         }
-        if let problem = check(r.gradients, samples: microBatches[Int(microBatch)].count) {
+        let samples = microBatches[Int(microBatch)].count
+        let outcome: Outcome
+        let problem: String?
+        switch (e.message, task) {
+        case (.result(let r), .training):
+            outcome = .gradients(r)
+            problem = check(r.gradients, samples: samples)
+        case (.evalResult(let r), .evaluation(_, let maxNewTokens, _)):
+            outcome = .evaluation(r)
+            problem = check(r, samples: samples, maxNewTokens: Int(maxNewTokens))
+        default:
+            return evict(id, "sent a \(e.message.kind) for a unit of a \(taskName)", now: now) + assignIdle(now: now)
+        }
+        if let problem {
             var out = evict(id, "sent an invalid result for micro-batch \(microBatch) of step \(step): \(problem)", now: now)
             out += fail(microBatch, on: id, "\(id): invalid result (\(problem))", now: now)
             return out
         }
-        accepted[microBatch] = r
+        accepted[microBatch] = outcome
         queue.removeAll { $0 == microBatch }
         return assignIdle(now: now) + completion()
     }
@@ -216,6 +263,31 @@ public struct StepScheduler: Sendable {
             }
         }
         return nil
+    }
+
+    /// Why an evaluation result cannot be a unit's, or nil if it can.
+    public func check(_ r: EvalResult, samples: Int, maxNewTokens: Int) -> String? {
+        let maxLabels = Int64(samples) * policy.maxLabelsPerSample
+        guard (0...maxLabels).contains(r.labelCount) else {
+            return "label count \(r.labelCount) is outside 0...\(maxLabels) for \(samples) samples"
+        }
+        guard r.lossSum.isFinite, r.lossSum >= 0, r.lossSum <= Double(r.labelCount) * Policy.maxTokenLoss else {
+            return "loss sum \(r.lossSum) is not a finite value in 0...\(Double(r.labelCount) * Policy.maxTokenLoss)"
+        }
+        guard r.predictions.count == samples, r.predictions.allSatisfy({ $0 >= -1 && $0 < 1024 }) else {
+            return "\(r.predictions.count) predictions for \(samples) rows, or a choice out of range"
+        }
+        guard r.generated.count == (maxNewTokens > 0 ? samples : 0),
+              r.generated.allSatisfy({ $0.count <= maxNewTokens && $0.allSatisfy { $0 >= 0 && Int($0) < vocabularySize } }) else {
+            return "the captions are not one per row of at most \(maxNewTokens) tokens below the vocabulary size \(vocabularySize)"
+        }
+        guard r.computeSeconds.isFinite, r.computeSeconds >= 0 else { return "compute seconds \(r.computeSeconds)" }
+        return nil
+    }
+
+    private var taskName: String {
+        if case .training = task { return "training step" }
+        return "evaluation"
     }
 
     // MARK: internals
@@ -298,8 +370,14 @@ public struct StepScheduler: Sendable {
             out.append(.send(to: id, Envelope(jobID: jobID, step: step, .params(params))))
             haveParams.insert(id)
         }
-        let work = Work(epoch: epoch, microBatch: mb, samples: microBatches[Int(mb)], dropout: dropout)
-        out.append(.send(to: id, Envelope(jobID: jobID, step: step, .work(work))))
+        let message: Message
+        switch task {
+        case .training(let epoch, let dropout):
+            message = .work(Work(epoch: epoch, microBatch: mb, samples: microBatches[Int(mb)], dropout: dropout))
+        case .evaluation(let dataset, let maxNewTokens, let eos):
+            message = .evalWork(EvalWork(unit: mb, dataset: dataset, samples: microBatches[Int(mb)], maxNewTokens: maxNewTokens, eos: eos))
+        }
+        out.append(.send(to: id, Envelope(jobID: jobID, step: step, message)))
         outstanding[id] = Assignment(microBatch: mb, since: now)
         return out
     }
@@ -307,8 +385,13 @@ public struct StepScheduler: Sendable {
     private mutating func completion() -> [Directive] {
         guard isComplete, !announced else { return [] }
         announced = true
-        return [.log(.debug, "step \(step) complete: \(microBatches.count) micro-batches"),
-                .stepComplete(step: step, results: results)]
+        switch task {
+        case .training:
+            return [.log(.debug, "step \(step) complete: \(microBatches.count) micro-batches"),
+                    .stepComplete(step: step, results: results)]
+        case .evaluation:
+            return [.evaluationComplete(step: step, results: evaluations)]
+        }
     }
 }
 

@@ -109,7 +109,8 @@ public struct WorkerConnection: Sendable {
                 return [.log("dropped \(e.message.kind) for job \(hex(e.jobID)); joined job \(hex(job))")]
             }
             state = .joined(jobID: job, lastHeard: now)
-            step = max(step, e.step)
+            // The training step (an evaluation's envelopes carry evaluationStep(_:), which would stick).
+            if evaluatedStep(e.step) == nil { step = max(step, e.step) }
             switch e.message {
             case .stop:
                 return stop(.jobOver)

@@ -18,6 +18,7 @@ struct ByteWriter {
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    mutating func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
     mutating func f64(_ v: Double) { u64(v.bitPattern) }
 
     /// u32 byte length, then UTF-8 bytes.
@@ -48,6 +49,7 @@ struct ByteReader {
     mutating func u32(_ what: String) throws -> UInt32 { UInt32(littleEndian: try take(4, what).loadUnaligned(as: UInt32.self)) }
     mutating func u64(_ what: String) throws -> UInt64 { UInt64(littleEndian: try take(8, what).loadUnaligned(as: UInt64.self)) }
     mutating func i64(_ what: String) throws -> Int64 { Int64(bitPattern: try u64(what)) }
+    mutating func i32(_ what: String) throws -> Int32 { Int32(bitPattern: try u32(what)) }
     mutating func f64(_ what: String) throws -> Double { Double(bitPattern: try u64(what)) }
 
     mutating func bool(_ what: String) throws -> Bool {

@@ -35,6 +35,8 @@ public struct WireLimits: Sendable {
     public var maxTensors = 65_536
     public var maxSamples = 1 << 24
     public var maxTensorBytes: UInt64 = 1 << 34
+    /// New tokens per generated caption.
+    public var maxGeneratedTokens = 4096
     public init() {}
 
     /// What a coordinator accepts from its workers: no tensor larger than the job's largest parameter,
@@ -106,6 +108,25 @@ public enum WireCodec {
         case .failed(let x):
             m.u32(x.microBatch)
             m.string(x.reason)
+        case .evalWork(let x):
+            m.u32(x.unit)
+            m.string(x.dataset)
+            m.u32(x.maxNewTokens)
+            m.i32(x.eos)
+            m.u32(UInt32(x.samples.count))
+            for s in x.samples { m.i64(s) }
+        case .evalResult(let x):
+            m.u32(x.unit)
+            m.f64(x.lossSum)
+            m.i64(x.labelCount)
+            m.f64(x.computeSeconds)
+            m.u32(UInt32(x.predictions.count))
+            for p in x.predictions { m.i32(p) }
+            m.u32(UInt32(x.generated.count))
+            for row in x.generated {
+                m.u32(UInt32(row.count))
+                for t in row { m.i32(t) }
+            }
         case .bye(let ids):
             m.u32(UInt32(ids.count))
             for i in ids { m.u32(i) }
@@ -189,6 +210,36 @@ public enum WireCodec {
                 let seconds = try r.f64("compute seconds")
                 message = .result(WorkResult(microBatch: mb, gradients: MicroBatchGradients(lossSum: loss, labelCount: labels, grads: TensorSet()),
                                              computeSeconds: seconds))
+            case .evalWork:
+                let unit = try r.u32("evaluation unit")
+                let dataset = try r.string("dataset path", limit: limits.maxReasonBytes)
+                let maxNew = try r.u32("max new tokens")
+                let eos = try r.i32("eos token")
+                let n = try r.count("sample count", limit: limits.maxSamples, minBytesEach: 8)
+                var samples = [Int64]()
+                samples.reserveCapacity(n)
+                for _ in 0..<n { samples.append(try r.i64("sample index")) }
+                message = .evalWork(EvalWork(unit: unit, dataset: dataset, samples: samples, maxNewTokens: maxNew, eos: eos))
+            case .evalResult:
+                let unit = try r.u32("evaluation unit")
+                let loss = try r.f64("loss sum")
+                let labels = try r.i64("label count")
+                let seconds = try r.f64("compute seconds")
+                let n = try r.count("prediction count", limit: limits.maxSamples, minBytesEach: 4)
+                var predictions = [Int32]()
+                predictions.reserveCapacity(n)
+                for _ in 0..<n { predictions.append(try r.i32("prediction")) }
+                let rows = try r.count("caption count", limit: limits.maxSamples, minBytesEach: 4)
+                var generated: [[Int32]] = []
+                for _ in 0..<rows {
+                    let len = try r.count("caption length", limit: limits.maxGeneratedTokens, minBytesEach: 4)
+                    var ids = [Int32]()
+                    ids.reserveCapacity(len)
+                    for _ in 0..<len { ids.append(try r.i32("caption token")) }
+                    generated.append(ids)
+                }
+                message = .evalResult(EvalResult(unit: unit, lossSum: loss, labelCount: labels, predictions: predictions,
+                                                  generated: generated, computeSeconds: seconds))
             case .failed:
                 let mb = try r.u32("micro-batch index")
                 message = .failed(Failed(microBatch: mb, reason: try r.string("failure reason", limit: limits.maxReasonBytes)))

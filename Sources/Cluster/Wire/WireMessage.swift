@@ -3,11 +3,69 @@ import Model
 
 /// The wire protocol version this build speaks. Bump on any incompatible change.
 /// 2: Hello carries the compute id instead of the thread count; Failed.
-public let wireProtocolVersion: UInt16 = 2
+/// 3: evaluation units (EvalWork, EvalResult).
+public let wireProtocolVersion: UInt16 = 3
 
 /// Message kinds; the raw value is the byte on the wire.
 public enum MessageKind: UInt8, Sendable, CaseIterable {
-    case hello = 1, welcome, refuse, heartbeat, work, params, result, bye, stop, failed
+    case hello = 1, welcome, refuse, heartbeat, work, params, result, bye, stop, failed, evalWork, evalResult
+}
+
+/// Coordinator → worker: score (or caption) one unit of held-out rows with the envelope's parameters,
+/// dropout off. Evaluation runs between training steps; its envelopes carry ``evaluationStep(_:)`` as
+/// their step, so nothing of a training step is taken for an evaluation's, or the reverse.
+public struct EvalWork: Sendable, Equatable {
+    public var unit: UInt32
+    /// The dataset file, as the job's `data.eval` or `coordinator eval --data` names it.
+    public var dataset: String
+    public var samples: [Int64]
+    /// 0: score (multiple-choice predictions and the token loss); otherwise caption greedily, at most
+    /// this many new tokens per row.
+    public var maxNewTokens: UInt32
+    /// The token that ends a caption, or -1.
+    public var eos: Int32
+    public init(unit: UInt32, dataset: String, samples: [Int64], maxNewTokens: UInt32 = 0, eos: Int32 = -1) {
+        self.unit = unit
+        self.dataset = dataset
+        self.samples = samples
+        self.maxNewTokens = maxNewTokens
+        self.eos = eos
+    }
+}
+
+/// Worker → coordinator: one evaluation unit's figures: summed token loss and label count (combined
+/// exactly, like gradients), each row's predicted choice (-1 where there is none), each row's caption.
+public struct EvalResult: Sendable, Equatable {
+    public var unit: UInt32
+    public var lossSum: Double
+    public var labelCount: Int64
+    public var predictions: [Int32]
+    public var generated: [[Int32]]
+    public var computeSeconds: Double
+    public init(unit: UInt32, lossSum: Double, labelCount: Int64, predictions: [Int32], generated: [[Int32]] = [],
+                computeSeconds: Double = 0) {
+        self.unit = unit
+        self.lossSum = lossSum
+        self.labelCount = labelCount
+        self.predictions = predictions
+        self.generated = generated
+        self.computeSeconds = computeSeconds
+    }
+
+    public static func == (a: EvalResult, b: EvalResult) -> Bool {
+        a.unit == b.unit && a.lossSum.bitPattern == b.lossSum.bitPattern && a.labelCount == b.labelCount
+            && a.predictions == b.predictions && a.generated == b.generated
+            && a.computeSeconds.bitPattern == b.computeSeconds.bitPattern
+    }
+}
+
+/// The envelope step of the evaluation that runs when `step` steps are done: the step with its top bit
+/// set, a fencing token no training step carries.
+public func evaluationStep(_ step: UInt64) -> UInt64 { step | (1 << 63) }
+
+/// The steps done before the evaluation whose envelope step is `envelopeStep`; nil for a training step.
+public func evaluatedStep(_ envelopeStep: UInt64) -> UInt64? {
+    envelopeStep & (1 << 63) != 0 ? envelopeStep & ~(1 << 63) : nil
 }
 
 /// Worker → coordinator: asks to join. A Hello with an empty backbone is a probe: a worker started
@@ -98,6 +156,8 @@ public enum Message: Sendable, Equatable {
     case params(TensorSet)
     case result(WorkResult)
     case failed(Failed)
+    case evalWork(EvalWork)
+    case evalResult(EvalResult)
     /// Worker → coordinator: leaving; the micro-batches it had not finished.
     case bye(unfinished: [UInt32])
     /// Coordinator → worker: the job is over; exit.
@@ -113,6 +173,8 @@ public enum Message: Sendable, Equatable {
         case .params: .params
         case .result: .result
         case .failed: .failed
+        case .evalWork: .evalWork
+        case .evalResult: .evalResult
         case .bye: .bye
         case .stop: .stop
         }
