@@ -18,6 +18,11 @@ enum Console {
             }
         }
     }
+    /// Clears a progress line on a terminal, so that what is said next starts on a line of its own.
+    static func endProgress() {
+        if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+
     nonisolated(unsafe) static var lastPlain = Date.distantPast
 }
 

@@ -1,6 +1,7 @@
 import Cluster
 import Foundation
 import Model
+import Shard
 import Transport
 
 /// Micro-batches computed by `worker` processes over ZeroMQ: a thin shell around the pure
@@ -32,10 +33,14 @@ final class DistributedExecutor: StepExecutor {
     private(set) var lastComputeSeconds = 0.0
     /// While no worker is live: when to next say we are waiting.
     var nextReminder: Millis?
+    /// The language model's vocabulary (a generated token must be below it).
+    let vocabularySize: Int
 
     /// - Parameter maxLabelsPerSample: label tokens a row can have (the dataset's tokens per row).
-    init(job: JobConfig, fingerprint: String, step: Int, params: TensorSet, maxLabelsPerSample: Int) throws {
+    /// - Parameter vocabularySize: the language model's (a generated token must be below it).
+    init(job: JobConfig, fingerprint: String, step: Int, params: TensorSet, maxLabelsPerSample: Int, vocabularySize: Int) throws {
         self.job = job
+        self.vocabularySize = vocabularySize
         context = try ZMQContext()
         limits = WireLimits.forJob(parameters: params, microBatch: job.data.microBatch)
         var options = SocketOptions()
@@ -82,21 +87,60 @@ final class DistributedExecutor: StepExecutor {
     /// made, it makes the next step's.
     func gradients(step: Int, epoch: Int, microBatches: [[Int]], params: TensorSet) throws -> [MicroBatchGradients] {
         let start = monotonicMillis()
-        var directives = core.beginStep(UInt64(step), epoch: UInt64(epoch), microBatches: microBatches.map { $0.map(Int64.init) },
-                                        dropout: true, params: params, backupAfterMs: max(1000, 2 * lastStepMs), now: start)
-        while true {
-            if let results = try carryOut(directives, step: step) {
-                lastStepMs = monotonicMillis() - start
-                lastComputeSeconds = results.reduce(0) { $0 + $1.computeSeconds }
-                return results.map(\.gradients)
+        let first = core.beginStep(UInt64(step), epoch: UInt64(epoch), microBatches: microBatches.map { $0.map(Int64.init) },
+                                   dropout: true, params: params, backupAfterMs: max(1000, 2 * lastStepMs), now: start)
+        let results = try run(first, what: "step \(step)") { d -> [WorkResult]? in
+            if case .stepComplete(let done, let results) = d, done == UInt64(step) { return results }
+            return nil
+        }
+        lastStepMs = monotonicMillis() - start
+        lastComputeSeconds = results.reduce(0) { $0 + $1.computeSeconds }
+        return results.map(\.gradients)
+    }
+
+    /// The evaluation's units on the workers, scheduled like a step's micro-batches (a unit that fails
+    /// or whose worker dies goes to another; a result is range-checked before it is taken).
+    func evaluate(after steps: Int, dataset: DatasetFile, units: [[Int]], params: TensorSet, maxNewTokens: Int,
+                  eos: Int32?, progress: (Int) -> Void) throws -> [EvalResult] {
+        let fence = evaluationStep(UInt64(steps))
+        let first = core.beginEvaluation(after: UInt64(steps), dataset: dataset.path, units: units.map { $0.map(Int64.init) },
+                                         maxNewTokens: UInt32(clamping: maxNewTokens), eos: eos ?? -1, params: params,
+                                         vocabularySize: vocabularySize, now: monotonicMillis())
+        var reported = 0
+        defer { if reported > 0 { progress(units.reduce(0) { $0 + $1.count }) } }
+        return try run(first, what: "evaluation after step \(steps)", progress: {
+            let done = self.core.scheduler?.acceptedUnits.reduce(0) { $0 + units[Int($1)].count } ?? 0
+            if done != reported {
+                reported = done
+                progress(done)
             }
+        }) { d -> [EvalResult]? in
+            if case .evaluationComplete(let done, let results) = d, done == fence { return results }
+            return nil
+        }
+    }
+
+    /// Feeds the core events until a directive gives `finished` its answer: sleeps until a message, a
+    /// signal, the core's next deadline or the waiting reminder.
+    private func run<T>(_ first: [Directive], what: String, progress: () -> Void = {},
+                        finished: (Directive) -> T?) throws -> T {
+        var directives = first
+        while true {
+            for d in directives {
+                if let answer = finished(d) {
+                    try carryOut(directives)
+                    return answer
+                }
+            }
+            try carryOut(directives)
+            progress()
             directives = []
             let deadline = [core.nextDeadline, nextReminder].compactMap { $0 }.min()
             for event in queue.wait(until: deadline) { directives += try handle(event) }
             let now = monotonicMillis()
             if let due = core.nextDeadline, now >= due { directives += core.tick(now: now) }
             if let due = nextReminder, now >= due {
-                Console.say("coordinator: step \(step): no worker is connected; waiting for workers to join \(router.endpoint)"
+                Console.say("coordinator: \(what): no worker is connected; waiting for workers to join \(router.endpoint)"
                     + (job.cluster.launcher == .manual ? " (start them with `worker --join \(router.endpoint)`)" : ""))
                 nextReminder = now + Self.waitingReminderMs
             }
@@ -138,9 +182,9 @@ final class DistributedExecutor: StepExecutor {
         }
     }
 
-    /// Carries out the core's directives; returns the step's results when it is complete.
-    private func carryOut(_ directives: [Directive], step: Int) throws -> [WorkResult]? {
-        var complete: [WorkResult]?
+    /// Carries out the core's directives (sends, logs, membership news); a step or evaluation that cannot
+    /// complete ends the job.
+    private func carryOut(_ directives: [Directive]) throws {
         for d in directives {
             switch d {
             case .send(let to, let envelope):
@@ -154,15 +198,16 @@ final class DistributedExecutor: StepExecutor {
             case .workerEvicted(let id, let reason):
                 Console.say("coordinator: evicted \(id): \(reason)")
                 if workersAlive == 0 { nextReminder = monotonicMillis() + Self.waitingReminderMs }
-            case .stepComplete(let done, let results):
-                if done == UInt64(step) { complete = results }
-            case .stepFailed(let failed, let microBatch, let reasons):
-                throw UserError("step \(failed): micro-batch \(microBatch) failed \(reasons.count) time(s), so the job cannot go on:\n  "
+            case .stepComplete, .evaluationComplete:
+                break
+            case .stepFailed(let failed, let unit, let reasons):
+                let what = evaluatedStep(failed).map { "the evaluation after step \($0): unit \(unit)" }
+                    ?? "step \(failed): micro-batch \(unit)"
+                throw UserError("\(what) failed \(reasons.count) time(s), so the job cannot go on:\n  "
                     + reasons.joined(separator: "\n  ") + "\nFix the cause (the data row, the disk, the settings) and continue with --resume latest")
             }
         }
         admitted.set(core.membership.live)
-        return complete
     }
 
     func shutdown() {

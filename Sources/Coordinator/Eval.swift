@@ -4,23 +4,33 @@ import Foundation
 import Model
 import Shard
 import Training
+import Transport
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score a checkpoint on held-out data.",
+        abstract: "Score a checkpoint on held-out data, in this process or on workers.",
         discussion: """
             Multiple choice: the argmax of the choice letters' logits at answer_position, over the first
             num_choices letters; overall accuracy, and per ScienceQA category (NAT/SOC/LAN, TXT/IMG/NO,
             G1-6/G7-12) when the dataset has meta/*. Caption data: the mean token loss, and with
             --generate a greedy caption per row written as JSON lines {"index", "generated" (token ids),
-            "references"}; Scripts/caption_metrics.py decodes them and computes CIDEr-D and BLEU.
+            "references"}; Scripts/caption_metrics.py decodes them and computes CIDEr-D, BLEU-4 and ROUGE-L.
+
+            The rows are scored in units of --batch-size rows (default data.micro_batch), each at its own
+            longest row: the figures depend on the unit size, never on where the units run. By default
+            they run in this process; --workers N starts N local worker processes (as cluster.launcher:
+            local does), and --distributed uses the job's cluster section (manual: workers join with
+            `worker --join`; slurm: from an allocation), with failed units retried elsewhere as in training.
             """)
 
     @OptionGroup var job: JobOptions
-    @Option(help: ArgumentHelp("Checkpoint file, or a checkpoint directory (its 'latest').", valueName: "CK.h5"))
+    @Option(help: ArgumentHelp("Checkpoint file, a checkpoint directory (its 'latest'), or a 'best' file.", valueName: "CK.h5"))
     var checkpoint: String
     @Option(help: "Dataset to score (default: data.eval of the job).") var data: String?
-    @Option(help: "Samples per forward pass.") var batchSize: Int = 32
+    @Option(help: "Rows per unit (one forward pass), default data.micro_batch.") var batchSize: Int?
+    @Option(help: "Score on this many local worker processes instead of in this process.") var workers: Int?
+    @Flag(help: "Score where the job's cluster section says (launcher, bind, workers), as train does.")
+    var distributed = false
     @Option(help: ArgumentHelp("Also write the report as JSON to this file ('-' for stdout).", valueName: "FILE"))
     var json: String?
     @Option(help: ArgumentHelp("Caption data: write each row's greedy caption as JSON lines to this file.", valueName: "FILE"))
@@ -30,48 +40,81 @@ struct Eval: ParsableCommand {
     var eosTokenID: Int32?
 
     func validate() throws {
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
-        guard maxNewTokens >= 1 else { throw ValidationError("--max-new-tokens must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
+        if workers != nil && distributed { throw ValidationError("--workers starts local workers and --distributed uses the job's cluster section: give one") }
+        let limit = WireLimits().maxGeneratedTokens
+        guard (1...limit).contains(maxNewTokens) else { throw ValidationError("--max-new-tokens must be in 1...\(limit)") }
     }
 
     func run() throws {
-        let config = try job.load()
-        let engine = try TrainingEngine(job: config)
-        let ck = try Checkpoint.read(fileOrDirectory: checkpoint)
-        let state = try TrainState(checkpoint: ck, fuser: engine.fuser, backbone: engine.fingerprint)
+        Interruption.install()
+        var config = try job.load()
+        if let workers {
+            config.cluster.launcher = .local
+            config.cluster.workers = workers
+        } else if !distributed {
+            config.cluster.launcher = .inprocess
+        }
+        let setup = try JobSetup(job: config)
+        let ck = try Checkpoint.read(fileOrDirectory: checkpoint, expecting: setup.fuser.parameterShapes)
+        let state = try TrainState(checkpoint: ck, fuser: setup.fuser, backbone: setup.fingerprint)
         guard let path = data ?? config.data.eval?.path else {
             throw UserError("no dataset to score: pass --data FILE.h5 or set data.eval in the job")
         }
-        let report = try engine.evaluate(try engine.open(path), params: state.params, batchSize: batchSize) { done, total in
-            Console.progress("eval \(done)/\(total)", final: done == total)
+        let dataset = try setup.open(path)
+        if generate != nil, dataset.task != .caption {
+            throw UserError("--generate needs a caption dataset; \(dataset.path) is \(dataset.task.rawValue)")
         }
+        let eos = eosTokenID ?? setup.language.eosTokenID
+        if generate != nil, eos == nil {
+            Console.say("eval: no eos_token_id in the language model's config.json; captions run to --max-new-tokens")
+        }
+        let executor: StepExecutor
+        if config.cluster.launcher == .inprocess {
+            executor = InProcessExecutor(engine: try TrainingEngine(setup: setup))
+        } else {
+            try FileManager.default.createDirectory(atPath: config.checkpoint.dir.path, withIntermediateDirectories: true)
+            executor = try DistributedExecutor(job: config, fingerprint: setup.fingerprint, step: state.step, params: state.params,
+                                               maxLabelsPerSample: dataset.tokens, vocabularySize: setup.language.vocabSize)
+        }
+        defer { executor.shutdown() }
+        let units = EvalReport.units(rows: dataset.count, size: batchSize ?? config.data.microBatch)
+        let results: [EvalResult]
+        do {
+            results = try executor.evaluate(after: state.step, dataset: dataset, units: units, params: state.params,
+                                            maxNewTokens: generate == nil ? 0 : maxNewTokens, eos: eos) { done in
+                Console.progress((generate == nil ? "eval" : "eval and generate") + " \(done)/\(dataset.count)", final: done == dataset.count)
+            }
+        } catch let i as Interrupted {
+            Console.endProgress()
+            Console.say("eval: stopped by signal \(i.signal)")
+            throw ExitCode(128 + i.signal)
+        }
+        let report = try EvalReport(dataset: dataset, units: units, results: results)
         Console.say(report.summary)
-        if let generate { try writeCaptions(to: generate, engine: engine, dataset: try engine.open(path), state: state) }
+        if let generate {
+            try writeCaptions(to: generate, dataset: dataset, units: units, results: results)
+            Console.say("eval: wrote \(dataset.count) captions to \(generate); score them with "
+                + "Scripts/caption_metrics.py \(generate) --tokenizer \(config.model.language)")
+        }
         if let json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let data = try encoder.encode(report) + Data("\n".utf8)
             if json == "-" { FileHandle.standardOutput.write(data) } else { try data.write(to: URL(fileURLWithPath: json)) }
         }
     }
-}
 
-extension Eval {
-    /// Greedy captions for every row of a caption dataset, as JSON lines.
-    func writeCaptions(to path: String, engine: TrainingEngine, dataset: DatasetFile, state: TrainState) throws {
-        guard dataset.task == .caption else { throw UserError("--generate needs a caption dataset; \(dataset.path) is \(dataset.task.rawValue)") }
-        let eos = eosTokenID ?? engine.backbone.language.config.eosTokenID
-        if eos == nil { Console.say("eval: no eos_token_id in the language model's config.json; captions run to --max-new-tokens") }
+    /// Each row's greedy caption as a JSON line, with the row's references when the file has them.
+    func writeCaptions(to path: String, dataset: DatasetFile, units: [[Int]], results: [EvalResult]) throws {
         let references = try dataset.references()
         guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
             throw UserError("cannot write \(path)")
         }
         defer { try? out.close() }
-        var start = 0
-        while start < dataset.count {
-            let indices = Array(start..<min(start + batchSize, dataset.count))
-            let captions = try engine.generate(dataset, indices: indices, params: state.params, maxNewTokens: maxNewTokens, eos: eos)
-            for (i, ids) in zip(indices, captions) {
+        for (unit, r) in zip(units, results) {
+            for (i, ids) in zip(unit, r.generated) {
                 var line: [String: Any] = ["index": i, "generated": ids.map(Int.init)]
                 if let references {
                     guard let list = try? JSONSerialization.jsonObject(with: Data(references[i].utf8)) as? [String] else {
@@ -81,9 +124,6 @@ extension Eval {
                 }
                 out.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
             }
-            start += batchSize
-            Console.progress("generate \(min(start, dataset.count))/\(dataset.count)", final: start >= dataset.count)
         }
-        Console.say("eval: wrote \(dataset.count) captions to \(path); score them with Scripts/caption_metrics.py \(path) --tokenizer \(engine.job.model.language)")
     }
 }

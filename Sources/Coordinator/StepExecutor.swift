@@ -1,11 +1,17 @@
+import Cluster
 import Foundation
 import Model
+import Shard
 import Training
 
 /// Computes the micro-batch gradient records of one step, wherever that happens.
 protocol StepExecutor: AnyObject {
     /// One record per micro-batch, in micro-batch order.
     func gradients(step: Int, epoch: Int, microBatches: [[Int]], params: TensorSet) throws -> [MicroBatchGradients]
+    /// Scores (with `maxNewTokens` > 0 also captions) the `units` of `dataset` at `params`, the
+    /// parameters after `steps` steps: one result per unit, in unit order. `progress` gets rows done.
+    func evaluate(after steps: Int, dataset: DatasetFile, units: [[Int]], params: TensorSet, maxNewTokens: Int,
+                  eos: Int32?, progress: (Int) -> Void) throws -> [EvalResult]
     var workersAlive: Int { get }
     /// Seconds spent computing the last step's micro-batches, summed over them.
     var lastComputeSeconds: Double { get }
@@ -24,6 +30,17 @@ final class InProcessExecutor: StepExecutor {
         let start = Date()
         defer { lastComputeSeconds = Date().timeIntervalSince(start) }
         return try microBatches.map { try engine.gradients(indices: $0, params: params, step: step, dropout: true) }
+    }
+
+    func evaluate(after steps: Int, dataset: DatasetFile, units: [[Int]], params: TensorSet, maxNewTokens: Int,
+                  eos: Int32?, progress: (Int) -> Void) throws -> [EvalResult] {
+        var done = 0
+        return try units.enumerated().map { u, unit in
+            let r = try engine.evaluate(unit: UInt32(u), dataset, indices: unit, params: params, maxNewTokens: maxNewTokens, eos: eos)
+            done += unit.count
+            progress(done)
+            return r
+        }
     }
 
     var workersAlive: Int { 1 }

@@ -24,6 +24,14 @@ final class TrainingRun {
     /// training skips them); the job stops at ``maxConsecutiveSkips``.
     var consecutiveSkips = 0
     static let maxConsecutiveSkips = 3
+    /// `data.eval`, checked against the backbones when the run starts, and its units (of
+    /// `data.micro_batch` rows: the same wherever they are scored).
+    let evalSet: DatasetFile?
+    let evalUnits: [[Int]]
+    /// With `checkpoint.keep_best`: the figure of the checkpoint `best` names (nil before the first).
+    var bestValue: Double?
+    /// Seconds this run spent evaluating (left out of the training rate).
+    var evalSeconds = 0.0
 
     /// Takes `dir` for this run: an exclusive lock (`CheckpointDirectory.lock`), held while the returned
     /// object lives, so a second coordinator on the same checkpoint.dir is refused with the holder's pid
@@ -68,6 +76,13 @@ final class TrainingRun {
             throw UserError("data.global_batch (\(job.data.globalBatch)) is larger than the training set (\(setup.train.count) samples)")
         }
         totalSteps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
+        let evalSet = try job.data.eval.map { [setup] in try setup.open($0.path) }
+        self.evalSet = evalSet
+        evalUnits = evalSet.map { EvalReport.units(rows: $0.count, size: job.data.microBatch) } ?? []
+        if job.checkpoint.keepBest == .accuracy, let e = evalSet, e.task != .multipleChoice {
+            throw UserError("checkpoint.keep_best: accuracy needs multiple-choice data.eval; \(e.path) is \(e.task.rawValue) data: "
+                + "use keep_best: loss")
+        }
         if let resume {
             let checkpoint: Checkpoint
             // The job's shapes are checked against the file's before any tensor is allocated.
@@ -82,6 +97,7 @@ final class TrainingRun {
             }
             state = try TrainState(checkpoint: checkpoint, fuser: setup.fuser, backbone: setup.fingerprint)
             savedStep = state.step
+            bestValue = Self.recordedBest(dir: job.checkpoint.dir.path, metric: job.checkpoint.keepBest)
             Console.say("train: resumed from \(checkpoint.source ?? resume) at step \(state.step)")
         } else {
             state = TrainState(params: setup.initialParameters())
@@ -102,7 +118,7 @@ final class TrainingRun {
             try train()
         } catch let i as Interrupted {
             // Preempted (Slurm's --signal, Ctrl-C): keep what the completed steps earned.
-            Console.progress("", final: true)
+            Console.endProgress()
             if state.step > 0 { try saveCheckpoint() }
             Console.say("train: stopped by signal \(i.signal) after step \(state.step); continue with --resume latest")
             throw ExitCode(128 + i.signal)
@@ -143,8 +159,9 @@ final class TrainingRun {
                                     combine: now.timeIntervalSince(exchanged))
             if step - firstStep >= 10 { timings.add(timing) }
             let done = state.step - firstStep
-            let rate = Double(done * job.data.globalBatch) / now.timeIntervalSince(started)
-            let eta = Double(totalSteps - state.step) * now.timeIntervalSince(started) / Double(done)
+            let training = max(now.timeIntervalSince(started) - evalSeconds, 1e-9)
+            let rate = Double(done * job.data.globalBatch) / training
+            let eta = Double(totalSteps - state.step) * training / Double(done)
             let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
             var line: [String: Any] = ["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr,
                                        "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
@@ -160,20 +177,65 @@ final class TrainingRun {
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
                 try saveCheckpoint()
             }
+            if job.eval.every > 0, state.step % job.eval.every == 0, state.step < totalSteps { try evaluate(on: executor) }
         }
+        // The held-out set at the end, on the same workers.
+        if evalSet != nil { try evaluate(on: executor) }
         executor.shutdown()
         running = false
         if let summary = timings.summary { Console.say("train: \(summary)") }
-        let elapsed = Date().timeIntervalSince(started)
+        let elapsed = Date().timeIntervalSince(started) - evalSeconds
         Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
                                 formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
                          final: true)
-        if let evalPath = job.data.eval?.path {
-            let e = try engine()
-            let report = try e.evaluate(try e.open(evalPath), params: state.params, batchSize: job.data.globalBatch)
-            writeLog(["eval": evalPath, "step": state.step, "accuracy": report.overall?.accuracy ?? .nan, "loss": report.loss])
-            Console.say(report.summary)
+    }
+
+    /// Scores `data.eval` at the current parameters where the steps are computed, logs the report (a
+    /// train.jsonl line with `"eval"`), and with `checkpoint.keep_best` points `best` at this step's
+    /// checkpoint (written now if the step had none) when it beats the one `best` names.
+    func evaluate(on executor: StepExecutor) throws {
+        guard let evalSet else { return }
+        let start = Date()
+        let results = try executor.evaluate(after: state.step, dataset: evalSet, units: evalUnits, params: state.params,
+                                            maxNewTokens: 0, eos: nil) { done in
+            Console.progress("eval after step \(state.step): \(done)/\(evalSet.count)")
         }
+        let report = try EvalReport(dataset: evalSet, units: evalUnits, results: results)
+        evalSeconds += Date().timeIntervalSince(start)
+        var line: [String: Any] = ["eval": evalSet.path, "step": state.step, "loss": report.loss, "samples": report.samples,
+                                   "eval_s": Date().timeIntervalSince(start)]
+        if let o = report.overall {
+            line["accuracy"] = o.accuracy
+            if !report.categories.isEmpty { line["categories"] = report.categories.mapValues(\.accuracy) }
+        }
+        let metric = job.checkpoint.keepBest
+        var best = ""
+        if let value = report.value(metric), metric.improves(value, on: bestValue) {
+            try saveCheckpoint()
+            try Checkpoint.markBest(Checkpoint.fileName(step: state.step), in: job.checkpoint.dir.path, keep: job.checkpoint.keep)
+            bestValue = value
+            line["best"] = true
+            best = " (best \(metric.rawValue) so far: \(job.checkpoint.dir)/\(Checkpoint.bestName) names step \(state.step))"
+        }
+        writeLog(line)
+        Console.endProgress()
+        Console.say("eval after step \(state.step): " + report.summary + best)
+    }
+
+    /// The figure of the checkpoint `best` names, from its train.jsonl eval line; nil without one (the
+    /// next evaluation then becomes the best).
+    static func recordedBest(dir: String, metric: BestMetric) -> Double? {
+        guard metric != .none, let name = try? Checkpoint.pointer(Checkpoint.bestName, in: dir),
+              let step = Checkpoint.step(ofFileName: name),
+              let text = try? String(contentsOfFile: (dir as NSString).appendingPathComponent(CheckpointDirectory.logName), encoding: .utf8)
+        else { return nil }
+        var value: Double?
+        for line in text.split(separator: "\n") where line.contains("\"best\"") {
+            guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  o["eval"] != nil, o["best"] as? Bool == true, o["step"] as? Int == step else { continue }
+            value = o[metric.rawValue] as? Double
+        }
+        return value
     }
 
     /// Writes a checkpoint of the current step. A write that fails (a full disk, a file-size limit) is
@@ -202,7 +264,7 @@ final class TrainingRun {
     }
 
     func writeLog(_ fields: [String: Any]) {
-        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         log.write(data + Data("\n".utf8))
     }
 
@@ -219,7 +281,8 @@ final class TrainingRun {
         case .inprocess: return InProcessExecutor(engine: try engine())
         case .local, .manual, .slurm:
             return try DistributedExecutor(job: job, fingerprint: setup.fingerprint, step: state.step, params: state.params,
-                                           maxLabelsPerSample: setup.train.tokens)
+                                           maxLabelsPerSample: max(setup.train.tokens, evalSet?.tokens ?? 0),
+                                           vocabularySize: setup.language.vocabSize)
         }
     }
 }

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import Model
 import Shard
@@ -54,43 +55,114 @@ public struct EvalReport: Codable, Sendable {
     }
 }
 
-extension TrainingEngine {
-    /// Scores every sample of `dataset` with `params`, dropout off, `batchSize` samples at a time.
-    public func evaluate(_ dataset: DatasetFile, params: TensorSet, batchSize: Int = 32,
-                         progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
-        var report = EvalReport(dataset: dataset.path, task: dataset.task.rawValue, samples: dataset.count,
-                                overall: nil, categories: [:], loss: 0)
-        var lossSum = 0.0, labels = 0
-        var overall = EvalReport.Bucket()
-        var start = 0
-        while start < dataset.count {
-            let indices = Array(start..<min(start + batchSize, dataset.count))
-            let (batch, mb) = try self.batch(dataset, indices: indices)
-            let l = try model.loss(batch, params: params)
-            lossSum += l.lossSum
-            labels += l.labelCount
-            if dataset.task == .multipleChoice, let choices = dataset.choiceTokenIDs, let positions = mb.answerPosition,
-               let answers = mb.answer, let counts = mb.numChoices {
-                let logits = try model.choiceLogits(batch, params: params, answerPositions: positions, choiceTokenIDs: choices)
-                for (i, row) in logits.enumerated() {
-                    let n = max(1, min(Int(counts[i]), row.count))
-                    let predicted = (0..<n).max { row[$0] < row[$1] }!
-                    let right = predicted == Int(answers[i]) ? 1 : 0
-                    overall.correct += right
-                    overall.total += 1
-                    for (field, values) in [("subject", mb.subject), ("context", mb.context), ("grade", mb.grade)] {
-                        guard let values, let names = EvalReport.categoryNames.first(where: { $0.0 == field })?.1,
-                              Int(values[i]) < names.count else { continue }
-                        report.categories[names[Int(values[i])], default: .init()].correct += right
-                        report.categories[names[Int(values[i])], default: .init()].total += 1
-                    }
+extension EvalReport {
+    /// An evaluation's units: consecutive runs of `size` rows of a `rows`-row dataset. They are the same
+    /// wherever the evaluation runs, so every figure is too (a unit is computed at its own longest row).
+    public static func units(rows: Int, size: Int) -> [[Int]] {
+        stride(from: 0, to: rows, by: max(1, size)).map { Array($0..<Swift.min($0 + max(1, size), rows)) }
+    }
+
+    /// The report of `dataset` from its units' results (one per unit, in unit order), computed in this
+    /// process or on workers: loss sums added exactly (``ExactSum/sumDoubles(_:)``, so the mean does not
+    /// depend on who computed what), each prediction checked against the row's answer and ScienceQA
+    /// categories read here.
+    public init(dataset: DatasetFile, units: [[Int]], results: [EvalResult]) throws {
+        guard results.count == units.count else {
+            throw ShardError(.badShape, "evaluation results do not match its units", path: dataset.path,
+                             expected: "\(units.count) results", found: "\(results.count)")
+        }
+        self.init(dataset: dataset.path, task: dataset.task.rawValue, samples: units.reduce(0) { $0 + $1.count },
+                  overall: nil, categories: [:], loss: 0)
+        let labels = results.reduce(Int64(0)) { $0 + $1.labelCount }
+        loss = labels == 0 ? 0 : ExactSum.sumDoubles(results.map(\.lossSum)) / Double(labels)
+        guard dataset.task == .multipleChoice else { return }
+        var overall = Bucket()
+        for (unit, r) in zip(units, results) {
+            let mb = try dataset.readBatch(indices: unit, images: false)
+            guard let answers = mb.answer, let counts = mb.numChoices, r.predictions.count == unit.count else {
+                throw ShardError(.badShape, "unit \(r.unit) has \(r.predictions.count) predictions for \(unit.count) rows",
+                                 path: dataset.path)
+            }
+            for i in unit.indices {
+                guard (0..<counts[i]).contains(r.predictions[i]) else {
+                    throw ShardError(.badValue, "prediction for row \(unit[i]) is not one of its choices", path: dataset.path,
+                                     expected: "0..<\(counts[i])", found: "\(r.predictions[i])")
+                }
+                let right = r.predictions[i] == answers[i] ? 1 : 0
+                overall.correct += right
+                overall.total += 1
+                for (field, values) in [("subject", mb.subject), ("context", mb.context), ("grade", mb.grade)] {
+                    guard let values, let names = Self.categoryNames.first(where: { $0.0 == field })?.1,
+                          Int(values[i]) < names.count else { continue }
+                    categories[names[Int(values[i])], default: .init()].correct += right
+                    categories[names[Int(values[i])], default: .init()].total += 1
                 }
             }
-            start += batchSize
-            progress(min(start, dataset.count), dataset.count)
         }
-        if dataset.task == .multipleChoice { report.overall = overall }
-        report.loss = labels == 0 ? 0 : lossSum / Double(labels)
-        return report
+        self.overall = overall
+    }
+
+    /// The figure `metric` ranks by, and whether `other` beats `self` on it.
+    public func value(_ metric: BestMetric) -> Double? {
+        switch metric {
+        case .none: nil
+        case .accuracy: overall?.accuracy
+        case .loss: loss
+        }
+    }
+}
+
+extension BestMetric {
+    /// Whether `candidate` is better than `incumbent` (ties keep the incumbent: the earlier checkpoint).
+    public func improves(_ candidate: Double, on incumbent: Double?) -> Bool {
+        guard let incumbent else { return true }
+        switch self {
+        case .none: return false
+        case .accuracy: return candidate > incumbent
+        case .loss: return candidate < incumbent
+        }
+    }
+}
+
+extension TrainingEngine {
+    /// One evaluation unit: rows `indices` of `dataset` scored with `params` in one forward pass,
+    /// dropout off (the loss sum and label count, each multiple-choice row's predicted choice, the argmax
+    /// over its first num_choices letters); with `maxNewTokens` > 0 each row is also captioned greedily.
+    public func evaluate(unit: UInt32, _ dataset: DatasetFile, indices: [Int], params: TensorSet, maxNewTokens: Int = 0,
+                         eos: Int32? = nil) throws -> EvalResult {
+        let start = monotonicMillis()
+        let (batch, mb) = try self.batch(dataset, indices: indices)
+        let choices = dataset.task == .multipleChoice ? dataset.choiceTokenIDs : nil
+        if choices != nil, mb.answerPosition == nil || mb.numChoices == nil {
+            throw ShardError(.badShape, "multiple-choice data without answer_position or num_choices", path: dataset.path)
+        }
+        let s = try model.score(batch, params: params, answerPositions: choices == nil ? nil : mb.answerPosition,
+                                choiceTokenIDs: choices ?? [])
+        var predictions = [Int32](repeating: -1, count: indices.count)
+        if let counts = mb.numChoices, choices != nil {
+            for (i, row) in s.choiceLogits.enumerated() {
+                let n = max(1, min(Int(counts[i]), row.count))
+                predictions[i] = Int32((0..<n).max { row[$0] < row[$1] }!)
+            }
+        }
+        let generated = maxNewTokens > 0
+            ? try generate(dataset, indices: indices, params: params, maxNewTokens: maxNewTokens, eos: eos) : []
+        return EvalResult(unit: unit, lossSum: s.lossSum, labelCount: Int64(s.labelCount), predictions: predictions,
+                          generated: generated, computeSeconds: Double(monotonicMillis() - start) / 1000)
+    }
+
+    /// Scores every row of `dataset` here, `unitSize` rows at a time (``EvalReport/units(rows:size:)``):
+    /// the same figures a distributed evaluation with the same unit size reports.
+    public func evaluate(_ dataset: DatasetFile, params: TensorSet, unitSize: Int,
+                         progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalReport {
+        let units = EvalReport.units(rows: dataset.count, size: unitSize)
+        var results: [EvalResult] = []
+        var done = 0
+        for (u, unit) in units.enumerated() {
+            results.append(try evaluate(unit: UInt32(u), dataset, indices: unit, params: params))
+            done += unit.count
+            progress(done, dataset.count)
+        }
+        return try EvalReport(dataset: dataset, units: units, results: results)
     }
 }

@@ -1,6 +1,7 @@
 import Cluster
 import Foundation
 import Model
+import Shard
 import Training
 import Transport
 
@@ -10,8 +11,9 @@ import Transport
 final class WorkerLoop {
     enum Event {
         case socket(SocketThread.Event)
-        /// A micro-batch finished (or failed) in joined session `session`.
-        case computed(session: Int, step: UInt64, jobID: UInt64, microBatch: UInt32, result: Result<WorkResult, Error>)
+        /// A micro-batch or evaluation unit finished (or failed) in joined session `session`; on success,
+        /// the Result or EvalResult to send.
+        case computed(session: Int, step: UInt64, jobID: UInt64, microBatch: UInt32, result: Result<Message, Error>)
         case signal(Int32)
     }
 
@@ -37,6 +39,8 @@ final class WorkerLoop {
     /// Set by SIGTERM/SIGINT: finish the micro-batch in hand, hand back any others, say Bye.
     var leaving = false
     var declined: [UInt32] = []
+    /// Evaluation datasets by path (the compute thread's).
+    private var evalSets: [String: DatasetFile] = [:]
     var computed = 0
 
     init(name: String, endpoint: String, curve: CurveRole?, overrides: [ConfigOverride], engine: TrainingEngine?,
@@ -92,16 +96,16 @@ final class WorkerLoop {
                 case .computed(let session, let step, let jobID, let microBatch, let result):
                     inFlight -= 1
                     guard session == self.session else {
-                        say("dropped micro-batch \(microBatch) of step \(step): it was assigned before this worker rejoined")
+                        say("dropped \(Self.unit(microBatch, step: step)): it was assigned before this worker rejoined")
                         continue
                     }
                     switch result {
-                    case .success(let r):
+                    case .success(let message):
                         computed += 1
-                        socket?.send(Envelope(jobID: jobID, step: step, .result(r)))
+                        socket?.send(Envelope(jobID: jobID, step: step, message))
                     case .failure(let error):
                         // The coordinator gives it to another worker, or ends the job with this reason.
-                        say("micro-batch \(microBatch) of step \(step) failed: \(error)")
+                        say("\(Self.unit(microBatch, step: step)) failed: \(error)")
                         fail(microBatch, step: step, jobID: jobID, "\(error)")
                     }
                 case .signal(let sig):
@@ -165,7 +169,7 @@ final class WorkerLoop {
         session += 1
         params = try engine!.fuser.parameters(from: welcome.params, what: "the coordinator's parameters")
         paramsStep = step
-        say("joined at step \(step)")
+        say("joined at " + (evaluatedStep(step).map { "the evaluation after step \($0)" } ?? "step \(step)"))
     }
 
     private func handle(_ e: Envelope) {
@@ -177,28 +181,54 @@ final class WorkerLoop {
                 paramsStep = e.step
             } catch { say("bad parameters for step \(e.step): \(error)") }
         case .work(let w):
-            if leaving {
-                declined.append(w.microBatch)
-                return
+            start(w.microBatch, of: e) { engine, params in
+                let start = monotonicMillis()
+                let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(e.step), dropout: w.dropout)
+                return .result(WorkResult(microBatch: w.microBatch, gradients: g, computeSeconds: Double(monotonicMillis() - start) / 1000))
             }
-            guard let engine, let params, paramsStep == e.step else {
-                fail(w.microBatch, step: e.step, jobID: e.jobID,
-                     "this worker holds the parameters of step \(paramsStep == .max ? "none" : "\(paramsStep)"), not of step \(e.step)")
-                return
-            }
-            inFlight += 1
-            let step = e.step, job = e.jobID, session = session
-            compute.async { [queue] in
-                let result = Result {
-                    let start = monotonicMillis()
-                    let g = try engine.gradients(indices: w.samples.map(Int.init), params: params, step: Int(step), dropout: w.dropout)
-                    return WorkResult(microBatch: w.microBatch, gradients: g, computeSeconds: Double(monotonicMillis() - start) / 1000)
-                }
-                queue.post(.computed(session: session, step: step, jobID: job, microBatch: w.microBatch, result: result))
+        case .evalWork(let w):
+            start(w.unit, of: e) { [weak self] engine, params in
+                let dataset = try self?.evalDataset(w.dataset, engine: engine) ?? engine.open(w.dataset)
+                let r = try engine.evaluate(unit: w.unit, dataset, indices: w.samples.map(Int.init), params: params,
+                                            maxNewTokens: Int(w.maxNewTokens), eos: w.eos < 0 ? nil : w.eos)
+                return .evalResult(r)
             }
         default:
             break
         }
+    }
+
+    /// Hands unit `unit` of envelope `e` (a micro-batch, or an evaluation unit) to the compute thread at
+    /// the parameters of `e`'s step, or says why it cannot be computed here.
+    private func start(_ unit: UInt32, of e: Envelope, _ work: @escaping (TrainingEngine, TensorSet) throws -> Message) {
+        if leaving {
+            declined.append(unit)
+            return
+        }
+        guard let engine, let params, paramsStep == e.step else {
+            fail(unit, step: e.step, jobID: e.jobID,
+                 "this worker holds the parameters of step \(paramsStep == .max ? "none" : "\(paramsStep)"), not of step \(e.step)")
+            return
+        }
+        inFlight += 1
+        let step = e.step, job = e.jobID, session = session
+        compute.async { [queue] in
+            queue.post(.computed(session: session, step: step, jobID: job, microBatch: unit, result: Result { try work(engine, params) }))
+        }
+    }
+
+    /// An evaluation dataset, opened (and checked against the backbones) once per path. Called on the
+    /// compute thread only.
+    private func evalDataset(_ path: String, engine: TrainingEngine) throws -> DatasetFile {
+        if let d = evalSets[path] { return d }
+        let d = try engine.open(path)
+        evalSets[path] = d
+        return d
+    }
+
+    /// "micro-batch 3 of step 7" or "unit 3 of the evaluation after step 7".
+    static func unit(_ index: UInt32, step: UInt64) -> String {
+        evaluatedStep(step).map { "unit \(index) of the evaluation after step \($0)" } ?? "micro-batch \(index) of step \(step)"
     }
 
     /// Tells the coordinator this micro-batch cannot be computed here, and why (bounded).

@@ -12,6 +12,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
     public var model = Model()
     public var data = Data()
     public var optim = Optim()
+    public var eval = Eval()
     public var compute = Compute()
     public var checkpoint = Checkpoint()
     public var cluster = Cluster()
@@ -113,6 +114,12 @@ public struct JobConfig: Codable, Sendable, Equatable {
         }
     }
 
+    public struct Eval: Codable, Sendable, Equatable {
+        /// Score `data.eval` every this many steps, on the job's workers; 0: only when training ends.
+        public var every = 0
+        public init() {}
+    }
+
     public struct Compute: Codable, Sendable, Equatable {
         /// Compute threads per worker: part of the determinism contract (DESIGN.md §6).
         public var threads = 1
@@ -124,7 +131,14 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var dir: ConfigPath = "runs"
         public var every = 50
         public var keep = 3
+        /// Which held-out figure picks the checkpoint the `best` file names (kept however old it gets).
+        public var keepBest: BestMetric = .none
         public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case dir, every, keep
+            case keepBest = "keep_best"
+        }
     }
 
     public struct Cluster: Codable, Sendable, Equatable {
@@ -178,6 +192,17 @@ public enum Launcher: String, Codable, Sendable, CaseIterable {
     case slurm
 }
 
+/// The held-out figure `checkpoint.keep_best` ranks checkpoints by.
+public enum BestMetric: String, Codable, Sendable, CaseIterable {
+    /// No `best` file.
+    case none
+    /// Multiple-choice accuracy on `data.eval`, higher is better.
+    case accuracy
+    /// Mean token loss on `data.eval`, lower is better.
+    case loss
+}
+
 // The closed choices read from configs and from the command line (`bench --modes dehvf memvp`).
 extension FusionMode: ConfigEnum, ExpressibleByArgument {}
 extension Launcher: ConfigEnum, ExpressibleByArgument {}
+extension BestMetric: ConfigEnum {}

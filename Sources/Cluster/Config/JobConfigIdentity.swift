@@ -18,7 +18,7 @@ extension JobConfig {
     }
 
     /// A deterministic 64-bit job id: FNV-1a of the canonical JSON with the fields that say where and
-    /// how the job runs (cluster, security, checkpoint policy) reset to defaults, so a coordinator
+    /// how the job runs (cluster, security, checkpoint and evaluation policy) reset to defaults, so a coordinator
     /// resumed on another port or with more workers keeps the same id, while any change to what is
     /// trained (model, data, optimizer, compute threads) makes a new one.
     public var jobID: UInt64 {
@@ -26,6 +26,7 @@ extension JobConfig {
         c.cluster = Cluster()
         c.security = Security()
         c.checkpoint = Checkpoint()
+        c.eval = Eval()
         c.data.featureCache = nil
         return Self.fnv1a(c.canonicalJSON())
     }

@@ -42,6 +42,12 @@ extension JobConfig {
         case (nil, let e?): positive("optim.epochs", e)
         }
 
+        if eval.every < 0 { bad("eval.every", "must be 0 (only when training ends) or a positive step count, found \(eval.every)") }
+        if eval.every > 0, data.eval == nil { bad("eval.every", "scores data.eval, which is not set: set data.eval to a held-out dataset") }
+        if checkpoint.keepBest != .none, data.eval == nil {
+            bad("checkpoint.keep_best", "ranks checkpoints by their score on data.eval, which is not set: set data.eval, or keep_best: none")
+        }
+
         positive("compute.threads", compute.threads)
         positive("checkpoint.every", checkpoint.every)
         positive("checkpoint.keep", checkpoint.keep)

@@ -78,6 +78,33 @@ public final class DEHVFModel {
         return rows.indices.map { i in choiceTokenIDs.map { logits.data[i * v + Int($0)] } }
     }
 
+    /// Held-out scoring in one forward pass, dropout off: the loss sum and label count of ``loss(_:params:)``
+    /// and, with `answerPositions`, the ``choiceLogits(_:params:answerPositions:choiceTokenIDs:)`` too.
+    public func score(_ batch: TrainingBatch, params: TensorSet, answerPositions: [Int32]?,
+                      choiceTokenIDs: [Int32]) throws -> (lossSum: Double, labelCount: Int, choiceLogits: [[Float]]) {
+        let v = llama.config.vocabSize
+        if let answerPositions {
+            if let bad = choiceTokenIDs.first(where: { $0 < 0 || Int($0) >= v }) {
+                throw ModelError(.badInput, "choice token id \(bad) is not below the vocabulary size \(v)")
+            }
+            guard answerPositions.count == batch.batch, answerPositions.allSatisfy({ $0 >= 0 && Int($0) < batch.tokens }) else {
+                throw ModelError(.badInput, "answer positions \(answerPositions.prefix(8)) for \(batch.batch) samples of \(batch.tokens) tokens")
+            }
+        }
+        fuser.params = params
+        let t = length(batch), shift = concat ? config.visualTokens : 0
+        let ws = workspace(batch: batch.batch, length: t, training: false)
+        let final = try forward(batch, workspace: ws, dropout: nil)
+        var choices: [[Float]] = []
+        if let answerPositions {
+            let rows = answerPositions.enumerated().map { b, p in b * t + shift + Int(p) }
+            let logits = llama.logits(final, rows: rows)
+            choices = rows.indices.map { i in choiceTokenIDs.map { logits.data[i * v + Int($0)] } }
+        }
+        let (rows, targets) = lossRows(batch)
+        return (crossEntropy(llama.logits(final, rows: rows), targets: targets), rows.count, choices)
+    }
+
     /// Full-vocabulary logits [B, V] at each sample's text position `positions[b]`, dropout off.
     public func nextTokenLogits(_ batch: TrainingBatch, params: TensorSet, positions: [Int]) throws -> Tensor {
         guard positions.count == batch.batch, positions.allSatisfy({ $0 >= 0 && $0 < batch.tokens }) else {

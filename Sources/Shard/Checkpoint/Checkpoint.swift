@@ -11,6 +11,8 @@ public struct Checkpoint: @unchecked Sendable {
     public static let format = "dehvf-checkpoint"
     public static let version: Int64 = 1
     public static let latestName = "latest"
+    /// Names the checkpoint with the best held-out score (`checkpoint.keep_best`); pruning spares it.
+    public static let bestName = "best"
 
     /// Optimizer steps completed.
     public var step: Int
@@ -112,7 +114,8 @@ public struct Checkpoint: @unchecked Sendable {
         }
     }
 
-    /// Deletes checkpoint files beyond the newest `keep` (by step) and stale temporaries; never `protecting`.
+    /// Deletes checkpoint files beyond the newest `keep` (by step) and stale temporaries; never `protecting`
+    /// nor the one `best` names.
     /// Only what `CheckpointDirectory` counts as a checkpoint file is counted or deleted: a directory, a
     /// symbolic link or another file named like one is left alone.
     static func prune(dir: String, keep: Int, protecting: String) throws {
@@ -122,13 +125,15 @@ public struct Checkpoint: @unchecked Sendable {
             .sorted { $0.1 > $1.1 }
         var keepSet: Set<String> = [protecting]
         for (n, _) in steps where keepSet.count < keep { keepSet.insert(n) }
+        // The best checkpoint stays, however old, until `best` names another.
+        if let best = try? pointer(bestName, in: dir) { keepSet.insert(best) }
         for (n, _) in steps where !keepSet.contains(n) { unlink((dir as NSString).appendingPathComponent(n)) }
         // Temporaries of a writer that died: `.step-NNNNNNNN.h5.tmp-PID` and `.latest.tmp-PID`, other pids.
         let mine = "-\(getpid())"
         for n in names where DurableFile.isTemporary(n) && !n.hasSuffix(mine) {
             guard let cut = n.range(of: ".tmp-", options: .backwards) else { continue }
             let target = String(n[n.index(after: n.startIndex)..<cut.lowerBound])
-            guard step(ofFileName: target) != nil || target == latestName,
+            guard step(ofFileName: target) != nil || target == latestName || target == bestName,
                   n[cut.upperBound...].allSatisfy({ $0.isASCII && $0.isNumber }) else { continue }
             var st = stat()
             let path = (dir as NSString).appendingPathComponent(n)
@@ -144,36 +149,60 @@ public struct Checkpoint: @unchecked Sendable {
     /// The checkpoint `latest` names in `dir`, or nil when there is no `latest` yet. `expecting`: see
     /// `read(path:expecting:)`.
     public static func readLatest(dir: String, expecting: Expectation? = nil) throws -> Checkpoint? {
-        let latest = (dir as NSString).appendingPathComponent(latestName)
-        guard FileManager.default.fileExists(atPath: latest) else { return nil }
-        // `latest` holds one file name: read at most 4 KiB of it, whatever its size.
-        guard let handle = FileHandle(forReadingAtPath: latest),
+        guard let name = try pointer(latestName, in: dir) else { return nil }
+        return try read(path: (dir as NSString).appendingPathComponent(name), expecting: expecting)
+    }
+
+    /// The checkpoint file name a pointer file (`latest`, `best`) in `dir` holds, or nil when there is no
+    /// such file.
+    public static func pointer(_ pointerName: String, in dir: String) throws -> String? {
+        let pointer = (dir as NSString).appendingPathComponent(pointerName)
+        guard FileManager.default.fileExists(atPath: pointer) else { return nil }
+        // It holds one file name: read at most 4 KiB of it, whatever its size.
+        guard let handle = FileHandle(forReadingAtPath: pointer),
               let data = try? handle.read(upToCount: 4096),
               let text = String(data: data, encoding: .utf8) else {
-            throw ShardError(.io, "cannot read the latest pointer", path: latest)
+            throw ShardError(.io, "cannot read the \(pointerName) pointer", path: pointer)
         }
         try? handle.close()
         let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard step(ofFileName: name) != nil else {
-            throw ShardError(.corrupt, "latest does not name a checkpoint file", path: latest,
+            throw ShardError(.corrupt, "\(pointerName) does not name a checkpoint file", path: pointer,
                              expected: "step-NNNNNNNN.h5", found: "\"\(name.prefix(100))\"")
         }
-        return try read(path: (dir as NSString).appendingPathComponent(name), expecting: expecting)
+        return name
+    }
+
+    /// Points `best` in `dir` at the checkpoint file `name` (written durably), then prunes as
+    /// `write(to:keep:)` does, so a checkpoint that stopped being the best goes once it is beyond `keep`.
+    public static func markBest(_ name: String, in dir: String, keep: Int) throws {
+        guard step(ofFileName: name) != nil else {
+            throw ShardError(.badValue, "best must name a checkpoint file", path: dir, expected: "step-NNNNNNNN.h5", found: name)
+        }
+        try DurableFile.write((dir as NSString).appendingPathComponent(bestName), text: name + "\n")
+        try prune(dir: dir, keep: keep, protecting: name)
     }
 
     /// A checkpoint named the ways a user names one: a file, a checkpoint directory (its `latest`), or
-    /// a `latest` file. `expecting`: see `read(path:expecting:)`.
+    /// a `latest` or `best` file. `expecting`: see `read(path:expecting:)`.
     public static func read(fileOrDirectory path: String, expecting: Expectation? = nil) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-        let latestDirectory = exists && isDirectory.boolValue ? path
-            : (path as NSString).lastPathComponent == latestName ? (path as NSString).deletingLastPathComponent : nil
-        guard let dir = latestDirectory else { return try read(path: path, expecting: expecting) }
-        guard let c = try readLatest(dir: dir.isEmpty ? "." : dir, expecting: expecting) else {
-            throw ShardError(.cannotOpen, "no checkpoint here yet (no 'latest' file)", path: path,
-                             expected: "a checkpoint file, or a directory with a 'latest' file")
+        let last = (path as NSString).lastPathComponent
+        let (dir, pointerName): (String, String)
+        if exists && isDirectory.boolValue {
+            (dir, pointerName) = (path, latestName)
+        } else if last == latestName || last == bestName {
+            (dir, pointerName) = ((path as NSString).deletingLastPathComponent, last)
+        } else {
+            return try read(path: path, expecting: expecting)
         }
-        return c
+        let directory = dir.isEmpty ? "." : dir
+        guard let name = try pointer(pointerName, in: directory) else {
+            throw ShardError(.cannotOpen, "no checkpoint here yet (no '\(pointerName)' file)", path: path,
+                             expected: "a checkpoint file, a directory with a 'latest' file, or a 'best' file")
+        }
+        return try read(path: (directory as NSString).appendingPathComponent(name), expecting: expecting)
     }
 
     /// The longest loss history a checkpoint may declare (one float32 per step).

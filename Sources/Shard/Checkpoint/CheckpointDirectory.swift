@@ -9,7 +9,7 @@ import Foundation
 /// host, for the message the next would-be owner sees.
 ///
 /// An earlier run is made of exactly: regular files named `step-NNNNNNNN.h5` (8 or more digits) that open
-/// as DEHVF checkpoints, and the regular files `latest` and `train.jsonl`, and its `worker-N.log` files. Symbolic links, directories, and files that only look like checkpoints
+/// as DEHVF checkpoints, and the regular files `latest`, `best` and `train.jsonl`, and its `worker-N.log` files. Symbolic links, directories, and files that only look like checkpoints
 /// (`step-notes.h5`, a `step-00000001.h5` that is not a DEHVF checkpoint) are never touched.
 public final class CheckpointDirectory {
     public static let lockName = ".lock"
@@ -105,7 +105,7 @@ public final class CheckpointDirectory {
     public struct EarlierRun: Sendable, Equatable {
         /// Checkpoint files (regular, `step-NNNNNNNN.h5`, DEHVF format), oldest step first.
         public var checkpoints: [String] = []
-        /// `latest` and `train.jsonl`, those present as regular files.
+        /// `latest`, `best` and `train.jsonl`, those present as regular files.
         public var runFiles: [String] = []
         /// `worker-N.log` regular files (removed with the run, but alone they are no earlier run).
         public var workerLogs: [String] = []
@@ -169,7 +169,7 @@ public final class CheckpointDirectory {
 
     /// What `removeEarlierRun()` did.
     public struct Removal: Sendable, Equatable {
-        /// Names removed: checkpoints, `latest`, `train.jsonl`, worker logs.
+        /// Names removed: checkpoints, `latest`, `best`, `train.jsonl`, worker logs.
         public var removed: [String]
         /// The earlier run's checkpoints among `removed`.
         public var checkpoints: Int
@@ -204,7 +204,7 @@ public final class CheckpointDirectory {
     /// What a name would be if it were a regular file of the right format.
     private static func kind(of name: String) -> Kind {
         if let step = Checkpoint.step(ofFileName: name) { return .checkpoint(step: step) }
-        if name == Checkpoint.latestName || name == logName { return .runFile }
+        if name == Checkpoint.latestName || name == Checkpoint.bestName || name == logName { return .runFile }
         if name.hasPrefix("worker-"), name.hasSuffix(".log") {
             let digits = name.dropFirst(7).dropLast(4)
             if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) { return .workerLog }
