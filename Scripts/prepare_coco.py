@@ -17,12 +17,13 @@ one JSON list of strings per row, for caption metrics.
 Images are stored once each, `images` [I, 3, H, W] in the order of their first row, and `image_index` [N]
 maps every row to its image (DESIGN.md section 5): the five caption rows of a training image share it.
 
-Memory: the script streams. The JSON is parsed one entry at a time, the token rows are kept as one flat
-int32 array (a few tens of bytes a row), and images are decoded, resized and written IMAGE_BLOCK at a time
-into pre-sized chunked datasets, so peak memory does not grow with the number of images (README, Data).
+Memory: the script streams, in two passes over the JSON, which is parsed one entry at a time. The first
+counts the rows, finds the longest and gives each image an id; the second tokenizes again and fills
+pre-sized chunked datasets, IMAGE_BLOCK images (decoded and resized) or ROW_BLOCK rows at a time. What is
+kept throughout is one path -> id entry per image, so peak memory barely grows with the number of images
+(README, Data). The JSON must not change between the passes.
 """
 import argparse
-import array
 import json
 import os
 import sys
@@ -30,11 +31,11 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dehvf_prepare_common import TextCodec, create_column, dataset_file, load_image, write_references  # noqa: E402
+from dehvf_prepare_common import TextCodec, create_column, create_references, dataset_file, load_image  # noqa: E402
 
 PROMPT = "a picture of"
 IMAGE_BLOCK = 32    # images decoded and written at a time: 4.8 MB at 224 px, 10.8 MB at 336 px
-ROW_BLOCK = 4096    # token rows padded and written at a time
+ROW_BLOCK = 1024    # token rows padded and written at a time
 
 
 class JSONArrayStream:
@@ -124,6 +125,22 @@ def field(entry, name, index):
         raise SystemExit(f"error: entry {index} of \"images\" has no {name!r}: is it Karpathy's dataset_coco.json?")
 
 
+def karpathy_rows(karpathy, images_dir, split, codec):
+    """Yields each row in file order: (image path, the caption's target ids, every caption of its entry for
+    val/test, else None)."""
+    wanted = {"train", "restval"} if split == "train" else {split}
+    eos = [codec.eos] if codec.eos is not None else []
+    for k, e in enumerate(JSONArrayStream(karpathy, "images")):
+        if field(e, "split", k) not in wanted:
+            continue
+        path = os.path.join(images_dir, field(e, "filepath", k), field(e, "filename", k))
+        captions = [s["raw"].strip() for s in field(e, "sentences", k)]
+        if not captions:
+            raise SystemExit(f"error: {path} has no captions")
+        for c in (captions if split == "train" else captions[:1]):
+            yield path, codec.continuation(PROMPT, c) + eos, captions if split != "train" else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--karpathy", required=True, help="dataset_coco.json")
@@ -135,69 +152,87 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
-    wanted = {"train", "restval"} if a.split == "train" else {a.split}
     codec = TextCodec(a.tokenizer)
     prompt = codec.prompt(PROMPT)
-    eos = [codec.eos] if codec.eos is not None else []
+    p, size = len(prompt), a.image_size
 
-    # Pass 1, over the JSON: the rows' caption tokens (flat), each row's image and the images' paths.
-    targets, target_start = array.array("i"), array.array("q", [0])
-    image_of_row, paths, image_id, references = array.array("i"), [], {}, []
-    entries = 0
-    for k, e in enumerate(JSONArrayStream(a.karpathy, "images")):
-        if field(e, "split", k) not in wanted:
-            continue
-        entries += 1
-        path = os.path.join(a.images, field(e, "filepath", k), field(e, "filename", k))
-        captions = [s["raw"].strip() for s in field(e, "sentences", k)]
-        if not captions:
-            raise SystemExit(f"error: {path} has no captions")
-        if path not in image_id:
-            image_id[path] = len(paths)
-            paths.append(path)
-        for c in (captions if a.split == "train" else captions[:1]):
-            targets.extend(codec.continuation(PROMPT, c) + eos)
-            target_start.append(len(targets))
-            image_of_row.append(image_id[path])
-        if a.split != "train":
-            references.append(captions)
-    del image_id
+    def rows():
+        return karpathy_rows(a.karpathy, a.images, a.split, codec)
 
-    n, size, p = len(image_of_row), a.image_size, len(prompt)
-    starts = np.frombuffer(target_start, np.int64)
-    lengths = (p + np.diff(starts)).astype(np.int32)
-    longest = int(lengths.max()) if n else 1
-    t = a.max_tokens or max(1, longest)
-    if longest > t:
+    # Pass 1: N, the longest row, and an id per image (in the order of its first row). Nothing per row is
+    # kept: pass 2 reads and tokenizes the captions again (a few seconds against the images' minutes).
+    n, longest, too_long, image_id = 0, 1, 0, {}
+    for path, target, _ in rows():
+        n += 1
+        longest = max(longest, p + len(target))
+        if a.max_tokens and p + len(target) > a.max_tokens:
+            too_long += 1
+        image_id.setdefault(path, len(image_id))
+    if too_long:
         # Cutting would eat into the prompt or the caption: refuse rather than train on a clipped row.
-        raise SystemExit(f"error: {int((lengths > t).sum())} rows exceed --max-tokens {a.max_tokens}; raise it")
-    tokens = np.frombuffer(targets, np.int32)
+        raise SystemExit(f"error: {too_long} rows exceed --max-tokens {a.max_tokens}; raise it")
+    t = a.max_tokens or longest
 
-    # Pass 2: every column pre-sized, then filled a block at a time.
+    # Pass 2: every column pre-sized, then filled a block of images or rows at a time.
     with dataset_file(a.out, "caption", codec.pad_id) as f:
-        images = create_column(f, "images", (len(paths), 3, size, size), np.uint8)
-        for lo in range(0, len(paths), IMAGE_BLOCK):
-            block = paths[lo:lo + IMAGE_BLOCK]
-            images[lo:lo + len(block)] = np.stack([load_image(path, size) for path in block])
-        create_column(f, "image_index", (n,), np.int32)[...] = np.frombuffer(image_of_row, np.int32)
-        create_column(f, "has_image", (n,), np.uint8)[...] = np.ones(n, np.uint8)
-        create_column(f, "lengths", (n,), np.int32)[...] = lengths
-        input_ids = create_column(f, "input_ids", (n, t), np.int32)
-        labels = create_column(f, "labels", (n, t), np.int32)
-        for lo in range(0, n, ROW_BLOCK):
-            hi = min(n, lo + ROW_BLOCK)
+        images = create_column(f, "images", (len(image_id), 3, size, size), np.uint8)
+        columns = dict(image_index=create_column(f, "image_index", (n,), np.int32),
+                       has_image=create_column(f, "has_image", (n,), np.uint8),
+                       lengths=create_column(f, "lengths", (n,), np.int32),
+                       input_ids=create_column(f, "input_ids", (n, t), np.int32),
+                       labels=create_column(f, "labels", (n, t), np.int32))
+        references = create_references(f, n) if a.split != "train" else None
+        pending_images, pending_rows = [], []
+        written_images = written_rows = 0
+
+        def flush_images():
+            nonlocal written_images
+            if pending_images:
+                try:
+                    block = np.stack([load_image(path, size) for path in pending_images])
+                except OSError as e:
+                    raise SystemExit(f"error: cannot read an image ({e}); is --images the COCO directory?")
+                images[written_images:written_images + len(block)] = block
+                written_images += len(block)
+                pending_images.clear()
+
+        def flush_rows():
+            nonlocal written_rows
+            if not pending_rows:
+                return
+            lo, hi = written_rows, written_rows + len(pending_rows)
             ids = np.full((hi - lo, t), codec.pad_id, np.int32)
             labs = np.full((hi - lo, t), -100, np.int32)
             ids[:, :p] = prompt
-            for r in range(lo, hi):
-                target = tokens[starts[r]:starts[r + 1]]
-                ids[r - lo, p:p + len(target)] = target
-                labs[r - lo, p:p + len(target)] = target
-            input_ids[lo:hi] = ids
-            labels[lo:hi] = labs
-        if a.split != "train":
-            write_references(f, references)
-    print(f"{a.out}: {n} rows from {entries} entries, {len(paths)} images, T={t}")
+            for r, (_, target, _) in enumerate(pending_rows):
+                ids[r, p:p + len(target)] = target
+                labs[r, p:p + len(target)] = target
+            columns["image_index"][lo:hi] = np.array([i for i, _, _ in pending_rows], np.int32)
+            columns["has_image"][lo:hi] = np.ones(hi - lo, np.uint8)
+            columns["lengths"][lo:hi] = np.array([p + len(target) for _, target, _ in pending_rows], np.int32)
+            columns["input_ids"][lo:hi] = ids
+            columns["labels"][lo:hi] = labs
+            if references is not None:
+                references[lo:hi] = [json.dumps(c, ensure_ascii=False) for _, _, c in pending_rows]
+            written_rows = hi
+            pending_rows.clear()
+
+        for path, target, captions in rows():
+            i = image_id.get(path, -1)
+            if i < 0 or i > written_images + len(pending_images) or written_rows + len(pending_rows) >= n:
+                raise SystemExit(f"error: {a.karpathy} changed while it was read; run again")
+            if i == written_images + len(pending_images):
+                pending_images.append(path)
+                if len(pending_images) == IMAGE_BLOCK:
+                    flush_images()
+            pending_rows.append((i, target, captions))
+            if len(pending_rows) == ROW_BLOCK:
+                flush_rows()
+        flush_images()
+        flush_rows()
+        if written_rows != n or written_images != len(image_id):
+            raise SystemExit(f"error: {a.karpathy} changed while it was read; run again")
+    print(f"{a.out}: {n} rows, {len(image_id)} images, T={t}")
 
 
 if __name__ == "__main__":
