@@ -4,7 +4,9 @@ import Shard
 
 /// Candidate ViT features, F_j = pool(post_layernorm(hidden_states[j][1:])) for each candidate layer j
 /// (DESIGN.md §4), computed once per image: the vision tower is frozen, so they never change in a run.
-/// Held in memory, or with a `FeatureStore` on disk (shared with other processes, nothing in memory).
+/// Keyed by image (`DatasetFile.image(ofRow:)`): rows that share an image (COCO's five captions) share
+/// its features, and the vision tower runs once for them. Held in memory, or with a `FeatureStore` on
+/// disk (shared with other processes, nothing in memory).
 public final class FeatureCache: @unchecked Sendable {
     public let config: FuserConfig
     private let vision: CLIPVisionModel
@@ -23,8 +25,8 @@ public final class FeatureCache: @unchecked Sendable {
 
     private var shape: [Int] { [config.candidates, config.visualTokens, config.visionWidth] }
 
-    /// Features [S, M, Dv] for each key, computing the missing ones from `pixels(missingKeys)`, which
-    /// returns normalised pixel values [n, 3, H, W] for those keys in order.
+    /// Features [S, M, Dv] for each image id in `keys` (repeats allowed), computing the missing ones from
+    /// `pixels(missingKeys)`, which returns normalised pixel values [n, 3, H, W] for those images in order.
     public func features(for keys: [Int], pixels: ([Int]) throws -> Tensor) throws -> [Tensor] {
         if let store { return try features(for: keys, store: store, pixels: pixels) }
         lock.lock()

@@ -52,7 +52,8 @@ public final class TrainingEngine {
         }
     }
 
-    /// Reads samples `indices` of `dataset` and attaches their candidate features (computed once per image).
+    /// Reads samples `indices` of `dataset` and attaches their candidate features, keyed by image: rows
+    /// that share an image (`image_index`) share one vision forward.
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
         let mb = try dataset.readBatch(indices: indices, images: false)
         let cache = try caches[dataset.path] ?? {
@@ -61,8 +62,8 @@ public final class TrainingEngine {
             return c
         }()
         let withImage = indices.enumerated().filter { mb.hasImage[$0.offset] != 0 }
-        let feats = try cache.features(for: withImage.map(\.element)) { missing in
-            try dataset.normalizedImages(indices: missing)
+        let feats = try cache.features(for: withImage.map { dataset.image(ofRow: $0.element) }) { missing in
+            try dataset.normalizedImages(images: missing)
         }
         var features = [Tensor?](repeating: nil, count: indices.count)
         for ((position, _), f) in zip(withImage, feats) { features[position] = f }
@@ -74,13 +75,15 @@ public final class TrainingEngine {
     /// With `data.feature_cache`: the store for `dataset`'s features, in a subdirectory named by what the
     /// features depend on (the ViT's fingerprint, the candidate layers, the pooling, and the dataset file's
     /// path, size and modification time), so a changed backbone or dataset never reads stale features.
+    /// Files are named by image id (`keys=image`; stores from before were named by row, which differs for
+    /// a file with `image_index`, so they get a directory of their own).
     func featureStore(_ dataset: DatasetFile) throws -> FeatureStore? {
         guard let root = job.data.featureCache else { return nil }
         let attributes = try? FileManager.default.attributesOfItem(atPath: dataset.path)
         let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
         let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
         let identity = "\(backbone.visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
-            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)"
+            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)|keys=image"
         let key = SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
         return try FeatureStore(directory: URL(fileURLWithPath: root.appending(key))) { message in
             FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
