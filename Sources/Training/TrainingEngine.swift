@@ -14,11 +14,16 @@ public final class TrainingEngine {
     public let model: DEHVFModel
     public let train: DatasetFile
     private var caches: [String: FeatureCache] = [:]
+    /// Candidate features held in memory for every dataset without `data.feature_cache`: at most
+    /// `data.feature_memory_mb`, least recently used evicted.
+    public let featureMemory: FeatureMemory
 
     /// Loads the backbones and opens (and validates) the training dataset; sets the BLAS thread count
     /// to `compute.threads` (part of the determinism contract).
     public init(job: JobConfig) throws {
         self.job = job
+        let (bytes, overflow) = job.data.featureMemoryMB.multipliedReportingOverflow(by: 1 << 20)
+        featureMemory = FeatureMemory(capacity: overflow ? .max : bytes)
         BLAS.setThreads(job.compute.threads)
         backbone = try Backbone.open(vision: job.model.vision.path, language: job.model.language.path)
         fuser = try FuserConfig(job: job.model, vision: backbone.vision.config, language: backbone.language.config)
@@ -57,7 +62,8 @@ public final class TrainingEngine {
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
         let mb = try dataset.readBatch(indices: indices, images: false)
         let cache = try caches[dataset.path] ?? {
-            let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset))
+            let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset),
+                                 memory: featureMemory, dataset: caches.count)
             caches[dataset.path] = c
             return c
         }()
@@ -90,7 +96,8 @@ public final class TrainingEngine {
         }
     }
 
-    /// Vision-tower runs so far for `dataset` (each image at most once per run).
+    /// Vision-tower runs so far for `dataset`: once per image, and again for an image whose features
+    /// were evicted from `featureMemory` (none with `data.feature_cache`).
     public func visionRuns(_ dataset: DatasetFile) -> Int { caches[dataset.path]?.visionRuns ?? 0 }
 
     /// One micro-batch of training data: loss sum, label count and summed gradients. Dropout masks are

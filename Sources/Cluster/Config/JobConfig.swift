@@ -74,6 +74,12 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// without it each process keeps its own in memory). Not part of the job's identity: the features
         /// are stored exactly, so it changes no result.
         public var featureCache: ConfigPath? = nil
+        /// Without `featureCache`: the most a worker keeps of candidate ViT features in memory, in MiB; the
+        /// least recently used image is evicted and computed again, to the same bits, when next needed.
+        /// The default holds about 450 images at ViT-L/14-336 (9.4 MB each with four candidate layers)
+        /// and whole small datasets; it bounds what would otherwise grow to 58 GB for ScienceQA. Not part
+        /// of the job's identity: it changes no result.
+        public var featureMemoryMB = 4096
 
         public init(train: ConfigPath = "") { self.train = train }
 
@@ -83,6 +89,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
             case microBatch = "micro_batch"
             case seed
             case featureCache = "feature_cache"
+            case featureMemoryMB = "feature_memory_mb"
         }
     }
 
