@@ -12,6 +12,9 @@ public final class TrainingEngine {
     public let backbone: Backbone
     public let model: DEHVFModel
     private var caches: [String: FeatureCache] = [:]
+    /// Candidate features held in memory for every dataset without `data.feature_cache`: at most
+    /// `data.feature_memory_mb`, least recently used evicted.
+    public let featureMemory: FeatureMemory
 
     /// Resolves the job (``JobSetup``: configs, fingerprint, the checked training set), loads the frozen
     /// models, and sets the BLAS thread count to `compute.threads` (part of the determinism contract).
@@ -21,6 +24,8 @@ public final class TrainingEngine {
 
     public init(setup: JobSetup) throws {
         self.setup = setup
+        let (bytes, overflow) = setup.job.data.featureMemoryMB.multipliedReportingOverflow(by: 1 << 20)
+        featureMemory = FeatureMemory(capacity: overflow ? .max : bytes)
         BLAS.setThreads(setup.job.compute.threads)
         backbone = try Backbone.load(setup)
         model = DEHVFModel(llama: backbone.language, config: setup.fuser, initial: setup.initialParameters())
@@ -39,17 +44,19 @@ public final class TrainingEngine {
     public func open(_ path: String) throws -> DatasetFile { try setup.open(path) }
 
     /// Reads samples `indices` of `dataset`, cut to the micro-batch's longest row, and attaches their
-    /// candidate features (computed once per image).
+    /// candidate features, keyed by image: rows that share an image (`image_index`) share one vision
+    /// forward.
     public func batch(_ dataset: DatasetFile, indices: [Int]) throws -> (TrainingBatch, MicroBatch) {
         let mb = try dataset.readBatch(indices: indices, images: false).trimmed()
         let cache = try caches[dataset.path] ?? {
-            let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset))
+            let c = FeatureCache(vision: backbone.vision, config: fuser, store: try featureStore(dataset),
+                                 memory: featureMemory, dataset: caches.count)
             caches[dataset.path] = c
             return c
         }()
         let withImage = indices.enumerated().filter { mb.hasImage[$0.offset] != 0 }
-        let feats = try cache.features(for: withImage.map(\.element)) { missing in
-            try dataset.normalizedImages(indices: missing)
+        let feats = try cache.features(for: withImage.map { dataset.image(ofRow: $0.element) }) { missing in
+            try dataset.normalizedImages(images: missing)
         }
         var features = [Tensor?](repeating: nil, count: indices.count)
         for ((position, _), f) in zip(withImage, feats) { features[position] = f }
@@ -61,20 +68,23 @@ public final class TrainingEngine {
     /// With `data.feature_cache`: the store for `dataset`'s features, in a subdirectory named by what the
     /// features depend on (the ViT's fingerprint, the candidate layers, the pooling, and the dataset file's
     /// path, size and modification time), so a changed backbone or dataset never reads stale features.
+    /// Files are named by image id (`keys=image`; stores from before were named by row, which differs for
+    /// a file with `image_index`, so they get a directory of their own).
     func featureStore(_ dataset: DatasetFile) throws -> FeatureStore? {
         guard let root = job.data.featureCache else { return nil }
         let attributes = try? FileManager.default.attributesOfItem(atPath: dataset.path)
         let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
         let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
         let identity = "\(setup.visionFingerprint)|layers=\(fuser.visionLayers)|tokens=\(fuser.visualTokens)|"
-            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)"
+            + "\(URL(fileURLWithPath: dataset.path).standardizedFileURL.path)|\(size)|\(modified)|keys=image"
         let key = SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
         return try FeatureStore(directory: URL(fileURLWithPath: root.appending(key))) { message in
             FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
         }
     }
 
-    /// Vision-tower runs so far for `dataset` (each image at most once per run).
+    /// Vision-tower runs so far for `dataset`: once per image, and again for an image whose features
+    /// were evicted from `featureMemory` (none with `data.feature_cache`).
     public func visionRuns(_ dataset: DatasetFile) -> Int { caches[dataset.path]?.visionRuns ?? 0 }
 
     /// One micro-batch of training data: loss sum, label count and summed gradients. Dropout masks are

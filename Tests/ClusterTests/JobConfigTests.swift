@@ -35,6 +35,7 @@ struct JobConfigTests {
         #expect(c.model.visualTokens == 0 && c.model.featureScale == 0.01 && c.model.injectionScale == 0.1 && c.model.dropout == 0.1)
         #expect(c.data.train == "/jobs/a/t.h5" && c.data.eval == nil)
         #expect(c.data.globalBatch == 32 && c.data.microBatch == 4 && c.data.seed == 0)
+        #expect(c.data.featureCache == nil && c.data.featureMemoryMB == 4096)
         #expect(c.optim.lr == 1e-3 && c.optim.betas == [0.9, 0.95] && c.optim.eps == 1e-8)
         #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.totalSteps(stepsPerEpoch: 7) == 300 && c.optim.epochs == nil)
         #expect(c.compute.threads == 1)
@@ -120,6 +121,7 @@ struct JobConfigTests {
         ("cluster.bind=tcp://127.0.0.1:0", "cluster.bind"),
         ("cluster.timeout_ms=100", "cluster.timeout_ms"),
         ("optim.epochs=3", "optim.steps"),
+        ("data.feature_memory_mb=-1", "data.feature_memory_mb"),
     ])
     func validation(set: String, key: String) {
         let yaml = set.hasPrefix("optim.epochs") ? Self.minimal + "\noptim: {steps: 10}" : Self.minimal
@@ -140,7 +142,8 @@ struct JobConfigTests {
     @Test("the job id ignores where the job runs but not what it trains")
     func jobID() throws {
         let a = try parse(Self.minimal)
-        let b = try parse(Self.minimal, ["cluster.bind=tcp://10.0.0.1:7000", "cluster.workers=9", "checkpoint.every=7", "security.curve=true"])
+        let b = try parse(Self.minimal, ["cluster.bind=tcp://10.0.0.1:7000", "cluster.workers=9", "checkpoint.every=7", "security.curve=true",
+                                         "data.feature_cache=/scratch/f", "data.feature_memory_mb=64"])
         let c = try parse(Self.minimal, ["optim.lr=0.002"])
         #expect(a.jobID == b.jobID)
         #expect(a.jobID != c.jobID)
@@ -172,6 +175,10 @@ struct JobConfigTests {
         #expect(part.contains("/jobs/a/t.h5"), "a worker needs the data's path")
         // Paths and the optimizer change no gradient; the seed, the model and compute threads do.
         #expect(try parse(Self.minimal, ["model.vision=/elsewhere/v", "data.train=/mnt/t.h5", "optim.lr=0.1"]).computeID == a.computeID)
+        // Where ViT features are kept changes no gradient either, but a worker is told it.
+        let kept = try parse(Self.minimal, ["data.feature_cache=/scratch/f", "data.feature_memory_mb=0"])
+        #expect(kept.computeID == a.computeID)
+        #expect(kept.workerPart.data.featureMemoryMB == 0 && kept.workerPart.data.featureCache == "/scratch/f")
         #expect(try parse(Self.minimal, ["data.seed=7"]).computeID != a.computeID)
         #expect(try parse(Self.minimal, ["compute.threads=2"]).computeID != a.computeID)
         #expect(try parse(Self.minimal, ["model.dropout=0.2"]).computeID != a.computeID)

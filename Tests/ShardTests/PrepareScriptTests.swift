@@ -1,4 +1,5 @@
 import Foundation
+import Model
 import Shard
 import TestSupport
 import Testing
@@ -55,7 +56,7 @@ struct PrepareScriptTests {
         #expect(b.grade == [0, 1, 1, 0])    // grade3, grade8, grade11, grade6
     }
 
-    @Test("COCO: one row per training caption (restval included), references kept for val")
+    @Test("COCO: one row per training caption (restval included), each image stored once with image_index, references kept for val")
     func coco() throws {
         let dir = try TemporaryDirectory("shard")
         defer { dir.cleanup() }
@@ -73,10 +74,32 @@ struct PrepareScriptTests {
             #expect(!labelled.isEmpty && labelled.first! > 0 && labelled.last! == Int(b.lengths[r]) - 1)
             #expect(labelled.allSatisfy { b.labels[r * train.tokens + $0] == b.inputIDs[r * train.tokens + $0] })
         }
-        // Rows 0 and 1 are the two captions of the same image.
-        #expect(b.images[0..<192] == b.images[192..<384])
+        // Each image is stored once: the fixture's train and restval images have 2, 3 and 2 captions, and a
+        // row's image is its entry's.
+        #expect(train.imageCount == 3)
+        #expect((0..<7).map(train.image(ofRow:)) == [0, 0, 1, 1, 1, 2, 2])
+        let plane = 192
+        func image(_ r: Int) -> ArraySlice<UInt8> { b.images[(r * plane)..<((r + 1) * plane)] }
+        for r in 1..<7 {
+            #expect((image(r) == image(r - 1)) == (train.image(ofRow: r) == train.image(ofRow: r - 1)), "row \(r)")
+        }
+        func values(_ t: Tensor) -> [Float] { Array(UnsafeBufferPointer(start: t.data, count: t.count)) }
+        let stored = try train.normalizedImages(images: [0, 1, 2])
+        #expect(stored.shape == [3, 3, 8, 8])
+        #expect(values(stored) == values(try train.normalizedImages(indices: [1, 4, 6])))
+        // images is [I, 3, H, W]; every dataset is chunked with Fletcher-32; the superblock is version 3, the
+        // HDF5 1.10 format's (h5py's libver v110, as the Swift writer).
+        let layout = try run(try python3(), ["-c", """
+            import sys, h5py
+            f = h5py.File(sys.argv[1], "r")
+            plain = []
+            f.visititems(lambda n, o: plain.append(n) if isinstance(o, h5py.Dataset) and not (o.chunks and o.fletcher32) else None)
+            print(f["images"].shape, f["image_index"].shape, "superblock", f.id.get_create_plist().get_version()[0], "plain", plain)
+            """, dir.file("train.h5")])
+        #expect(layout.status == 0, "\(layout.stderr)")
+        #expect(layout.stdout.contains("(3, 3, 8, 8) (7,) superblock 3 plain []"), "\(layout.stdout)")
         let val = try DatasetFile(path: dir.file("val.h5"))
-        #expect(val.count == 1)
+        #expect(val.count == 1 && val.imageCount == 1 && val.image(ofRow: 0) == 0)
         let refs = try #require(try val.references())
         let decoded = try JSONSerialization.jsonObject(with: Data(refs[0].utf8)) as? [String]
         #expect(decoded == ["A man riding a bike.", "A cyclist on a road.", "A person on a bicycle."])

@@ -35,18 +35,47 @@ enum DemoFixture {
         return job
     }
 
-    /// A caption dataset on the demo backbones: 32 rows of the demo's caption variant, row 3 without an
-    /// image. Returns the directory (its train.h5, and links to the backbones).
-    static func captions() throws -> URL {
-        let dir = try TemporaryDirectory("captions").url
+    /// A directory for datasets on the demo backbones (links to them).
+    private static func linkedDirectory(_ name: String) throws -> URL {
+        let dir = try TemporaryDirectory(name).url
         let demo = try data()
         for name in ["vision", "language"] {
             try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent(name),
                                                        withDestinationURL: demo.appendingPathComponent(name))
         }
+        return dir
+    }
+
+    /// A caption dataset on the demo backbones: 32 rows of the demo's caption variant, row 3 without an
+    /// image. Returns the directory (its train.h5, and links to the backbones).
+    static func captions() throws -> URL {
+        let dir = try linkedDirectory("captions")
         var c = DemoTask.captionContents(count: 32, seed: 7)
         c.hasImage[3] = 0
         try DatasetWriter.write(c, to: dir.appendingPathComponent("train.h5").path)
+        return dir
+    }
+
+    /// Row -> image of ``sharedImages()``: 12 rows over 5 images, as COCO's captions share theirs.
+    static let sharedImageIndex: [Int32] = [0, 2, 0, 1, 3, 2, 4, 0, 1, 2, 4, 3]
+    /// The row of ``sharedImages()`` without an image (its image_index still names one).
+    static let rowWithoutImage = 4
+
+    /// The same 12 caption rows twice: `shared.h5` stores 5 images once and maps the rows to them with
+    /// `image_index` (``sharedImageIndex``), `duplicated.h5` stores each row's image in its own row and has
+    /// no `image_index`. Returns the directory (and links to the backbones).
+    static func sharedImages() throws -> URL {
+        let dir = try linkedDirectory("shared-images")
+        let pictures = DemoTask.captionContents(count: 5, seed: 11).images
+        let plane = pictures.count / 5
+        var shared = DemoTask.captionContents(count: sharedImageIndex.count, seed: 7)
+        shared.hasImage[rowWithoutImage] = 0
+        var duplicated = shared
+        shared.images = pictures
+        shared.imageIndex = sharedImageIndex
+        duplicated.images = sharedImageIndex.flatMap { pictures[(Int($0) * plane)..<((Int($0) + 1) * plane)] }
+        try DatasetWriter.write(shared, to: dir.appendingPathComponent("shared.h5").path)
+        try DatasetWriter.write(duplicated, to: dir.appendingPathComponent("duplicated.h5").path)
         return dir
     }
 }

@@ -77,6 +77,12 @@ public struct JobConfig: Codable, Sendable, Equatable {
         public var featureCache: ConfigPath? = nil
         /// Rows of similar length share micro-batches (a pure function of (seed, epoch); DESIGN.md §5).
         public var groupByLength = false
+        /// Without `featureCache`: the most a worker keeps of candidate ViT features in memory, in MiB; the
+        /// least recently used image is evicted and computed again, to the same bits, when next needed.
+        /// The default holds about 450 images at ViT-L/14-336 (9.4 MB each with four candidate layers)
+        /// and whole small datasets; it bounds what would otherwise grow to 58 GB for ScienceQA. Not part
+        /// of the job's identity: it changes no result.
+        public var featureMemoryMB = 4096
 
         public init(train: ConfigPath = "") { self.train = train }
 
@@ -87,6 +93,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
             case seed
             case featureCache = "feature_cache"
             case groupByLength = "group_by_length"
+            case featureMemoryMB = "feature_memory_mb"
         }
     }
 

@@ -18,8 +18,8 @@ extension JobConfig {
     }
 
     /// A deterministic 64-bit job id: FNV-1a of the canonical JSON with the fields that say where and
-    /// how the job runs (cluster, security, checkpoint and evaluation policy) reset to defaults, so a coordinator
-    /// resumed on another port or with more workers keeps the same id, while any change to what is
+    /// how the job runs (cluster, security, checkpoint and evaluation policy, where ViT features are kept) reset to
+    /// defaults, so a coordinator resumed on another port or with more workers keeps the same id, while any change to what is
     /// trained (model, data, optimizer, compute threads) makes a new one.
     public var jobID: UInt64 {
         var c = self
@@ -27,7 +27,7 @@ extension JobConfig {
         c.security = Security()
         c.checkpoint = Checkpoint()
         c.eval = Eval()
-        c.data.featureCache = nil
+        c.data.withoutFeatureKeeping()
         return Self.fnv1a(c.canonicalJSON())
     }
 
@@ -49,7 +49,7 @@ extension JobConfig {
         c.model.language = ""
         c.data.train = ""
         c.data.eval = nil
-        c.data.featureCache = nil
+        c.data.withoutFeatureKeeping()
         c.data.groupByLength = false   // the coordinator orders the rows; a worker computes what it is given
         return Self.fnv1a(c.canonicalJSON())
     }
@@ -67,5 +67,14 @@ extension JobConfig {
     public var jobIDString: String {
         let s = String(jobID, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s
+    }
+}
+
+extension JobConfig.Data {
+    /// Resets the keys that only say where candidate ViT features are kept (`feature_cache`,
+    /// `feature_memory_mb`): features are a pure function of the image, so they change no result.
+    mutating func withoutFeatureKeeping() {
+        featureCache = nil
+        featureMemoryMB = Self().featureMemoryMB
     }
 }

@@ -25,6 +25,10 @@ extension JobConfig {
             bad("data.global_batch", "must be a multiple of data.micro_batch (\(data.microBatch)), found \(data.globalBatch)")
         }
         if data.seed < 0 { bad("data.seed", "must be >= 0, found \(data.seed)") }
+        if data.featureMemoryMB < 0 {
+            bad("data.feature_memory_mb", "must be >= 0 (MiB of ViT features a worker keeps in memory; 0 keeps none), "
+                + "found \(data.featureMemoryMB)")
+        }
 
         if !(optim.lr > 0) { bad("optim.lr", "must be > 0, found \(optim.lr)") }
         if optim.betas.count != 2 {

@@ -41,6 +41,8 @@ public final class DatasetFile: @unchecked Sendable {
     public let count: Int
     /// T, tokens per row.
     public let tokens: Int
+    /// I, the images in `images`: N unless rows share images through `image_index`.
+    public let imageCount: Int
     public let imageHeight: Int
     public let imageWidth: Int
     public let padID: Int32
@@ -143,6 +145,7 @@ public final class DatasetFile: @unchecked Sendable {
         try declared(images, "W", images.shape[3], 1...Limits.imageSide, "image width")
         self.images = images
         self.count = n
+        self.imageCount = images.shape[0]
         self.imageHeight = images.shape[2]
         self.imageWidth = images.shape[3]
 
@@ -333,15 +336,22 @@ public final class DatasetFile: @unchecked Sendable {
         return (most, count == 0 ? 0 : Double(total) / Double(count))
     }
 
-    /// The number of distinct images (rows of `images`).
-    public var imageCount: Int { images.shape.first ?? 0 }
+    /// Each row's length (real tokens), read at open: the sampler's grouping by length uses it.
+    public var rowLengths: [Int32] { lengths }
+
+    /// The image (row of `images`, 0..<imageCount) of dataset row `row`: `image_index[row]`, or `row` in a
+    /// file without one. Rows with one image share its id, so anything computed from the image alone
+    /// (the frozen ViT's features) can be keyed by it. The row must be in 0..<count.
+    public func image(ofRow row: Int) -> Int { imageIndex.map { Int($0[row]) } ?? row }
 
     /// The rows of `images` that hold the images of dataset rows `rows`.
     private func imageRows(_ rows: [Int]) -> [Int] { imageIndex.map { index in rows.map { Int(index[$0]) } } ?? rows }
 
     /// The images of dataset rows `indices`, [B, 3, H, W] flat, in that order.
-    private func readImages(_ indices: [Int]) throws -> [UInt8] {
-        let wanted = imageRows(indices)
+    private func readImages(_ indices: [Int]) throws -> [UInt8] { try readImages(images: imageRows(indices)) }
+
+    /// Rows `wanted` of `images` (image ids, any order, repeats allowed), [B, 3, H, W] flat, in that order.
+    private func readImages(images wanted: [Int]) throws -> [UInt8] {
         let unique = Array(Set(wanted)).sorted()
         var position: [Int: Int] = [:]
         for (p, i) in unique.enumerated() { position[i] = p }
@@ -352,10 +362,7 @@ public final class DatasetFile: @unchecked Sendable {
     /// Reads the rows `indices` (any order, repeats allowed) as one micro-batch in that order. The file
     /// is read in sorted order with consecutive rows coalesced into hyperslabs, then reordered.
     /// With `images: false` the images column is not read (`images` is empty): the trainer reads only the
-    /// images whose features it has not cached, with `normalizedImages(indices:)`.
-    /// Each row's length (real tokens), read at open: the sampler's grouping by length uses it.
-    public var rowLengths: [Int32] { lengths }
-
+    /// images whose features it has not cached, with `normalizedImages(images:)`.
     public func readBatch(indices: [Int], images withImages: Bool = true) throws -> MicroBatch {
         for i in indices where i < 0 || i >= count {
             throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
@@ -382,7 +389,19 @@ public final class DatasetFile: @unchecked Sendable {
         for i in indices where i < 0 || i >= count {
             throw ShardError(.badValue, "row index out of range", path: path, expected: "0..<\(count)", found: "\(i)")
         }
-        let pixels = try readImages(indices)
+        return normalize(try readImages(indices), indices: indices)
+    }
+
+    /// Images `ids` (rows of `images`, see `image(ofRow:)`) in CLIP units [B, 3, H, W].
+    public func normalizedImages(images ids: [Int]) throws -> Tensor {
+        for i in ids where i < 0 || i >= imageCount {
+            throw ShardError(.badValue, "image id out of range", path: path, object: "/images",
+                             expected: "0..<\(imageCount)", found: "\(i)")
+        }
+        return normalize(try readImages(images: ids), indices: ids)
+    }
+
+    private func normalize(_ pixels: [UInt8], indices: [Int]) -> Tensor {
         let batch = MicroBatch(indices: indices, tokens: tokens, imageHeight: imageHeight, imageWidth: imageWidth,
                                imageMean: imageMean, imageStd: imageStd, images: pixels, hasImage: [], inputIDs: [],
                                lengths: [], labels: [], answer: nil, numChoices: nil, answerPosition: nil,

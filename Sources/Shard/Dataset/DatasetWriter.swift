@@ -9,7 +9,11 @@ public struct DatasetContents: Sendable {
     public var tokens: Int
     public var imageHeight: Int
     public var imageWidth: Int
+    /// [N, 3, H, W], or [I, 3, H, W] with `imageIndex`.
     public var images: [UInt8]
+    /// Optional `image_index` [N]: row -> image in `images`, for rows that share images (set `images` to
+    /// the I distinct images).
+    public var imageIndex: [Int32]?
     public var hasImage: [UInt8]
     public var inputIDs: [Int32]
     public var lengths: [Int32]
@@ -74,7 +78,10 @@ public enum DatasetWriter {
                                  expected: "\(expected)", found: "\(a.count)")
             }
         }
-        try size("images", c.images, n * 3 * c.imageHeight * c.imageWidth)
+        let imageBytes = 3 * c.imageHeight * c.imageWidth
+        let imageCount = c.imageIndex == nil ? n : c.images.count / max(1, imageBytes)
+        try size("images", c.images, imageCount * imageBytes)
+        try size("image_index", c.imageIndex, n)
         try size("has_image", c.hasImage, n)
         try size("input_ids", c.inputIDs, n * t)
         try size("lengths", c.lengths, n)
@@ -103,11 +110,14 @@ public enum DatasetWriter {
             try root.setAttribute("image_mean", floats: c.imageMean)
             try root.setAttribute("image_std", floats: c.imageStd)
 
-            func rows(_ rowBytes: Int) -> Int { max(1, min(chunkRows ?? automaticChunkRows(rowBytes: rowBytes), n)) }
-            let imageRows = rows(3 * c.imageHeight * c.imageWidth), tokenRows = rows(4 * t)
+            func rows(_ rowBytes: Int, of count: Int = n) -> Int {
+                max(1, min(chunkRows ?? automaticChunkRows(rowBytes: rowBytes), count))
+            }
+            let imageRows = rows(imageBytes, of: imageCount), tokenRows = rows(4 * t)
             let byteRows = rows(1), intRows = rows(4)
-            try root.write("images", c.images, shape: [n, 3, c.imageHeight, c.imageWidth],
+            try root.write("images", c.images, shape: [imageCount, 3, c.imageHeight, c.imageWidth],
                            chunk: [imageRows, 3, c.imageHeight, c.imageWidth], fletcher32: true)
+            if let index = c.imageIndex { try root.write("image_index", index, shape: [n], chunk: [intRows], fletcher32: true) }
             try root.write("has_image", c.hasImage, shape: [n], chunk: [byteRows], fletcher32: true)
             try root.write("input_ids", c.inputIDs, shape: [n, t], chunk: [tokenRows, t], fletcher32: true)
             try root.write("lengths", c.lengths, shape: [n], chunk: [intRows], fletcher32: true)

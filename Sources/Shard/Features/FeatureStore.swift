@@ -7,11 +7,11 @@ import Model
 /// image per worker, and a worker's memory no longer holds every image's features (4 MB an image at
 /// ViT-L/14 with four candidate layers: 25 GB for ScienceQA's training images).
 ///
-/// One file per sample, `<index>.f32`: the magic "DEHVFFT1", the rank and dimensions (UInt32 LE), the
-/// float32 values (LE), and the SHA-256 of everything before it. Features are stored exactly, so a
-/// feature read back is bitwise the one computed (DESIGN.md §6). Files are written to a temporary name
-/// and renamed, so a reader never sees half a file; two processes writing the same sample write the same
-/// bytes. A file that does not verify is reported through `onDamaged`, removed and computed again.
+/// One file per image, `<image id>.f32` (`DatasetFile.image(ofRow:)`): the magic "DEHVFFT1", the rank and
+/// dimensions (UInt32 LE), the float32 values (LE), and the SHA-256 of everything before it. Features are
+/// stored exactly, so a feature read back is bitwise the one computed (DESIGN.md §6). Files are written to
+/// a temporary name and renamed, so a reader never sees half a file; two processes writing the same image
+/// write the same bytes. A file that does not verify is reported through `onDamaged`, removed and computed again.
 public final class FeatureStore: @unchecked Sendable {
     public let directory: URL
     private let onDamaged: (String) -> Void
@@ -31,7 +31,7 @@ public final class FeatureStore: @unchecked Sendable {
 
     private func url(_ key: Int) -> URL { directory.appendingPathComponent("\(key).f32") }
 
-    /// The stored features of sample `key` with `shape`, or nil if there are none (or they were damaged).
+    /// The stored features of image `key` with `shape`, or nil if there are none (or they were damaged).
     public func read(_ key: Int, shape: [Int]) -> Tensor? {
         let path = url(key).path
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
@@ -60,7 +60,7 @@ public final class FeatureStore: @unchecked Sendable {
         }
     }
 
-    /// Stores the features of sample `key` (atomically: written under a temporary name, then renamed).
+    /// Stores the features of image `key` (atomically: written under a temporary name, then renamed).
     public func write(_ key: Int, _ t: Tensor) throws {
         var bytes = Self.magic
         func append(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
