@@ -40,6 +40,7 @@ struct JobConfigTests {
         #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.totalSteps(stepsPerEpoch: 7) == 300 && c.optim.epochs == nil)
         #expect(c.compute.threads == 1)
         #expect(c.checkpoint.every == 50 && c.checkpoint.keep == 3 && c.checkpoint.dir == "/jobs/a/runs")
+        #expect(c.checkpoint.keepBest == BestMetric.none && c.eval.every == 0)
         #expect(c.cluster.launcher == .local && c.cluster.workers == 2 && c.cluster.bind == "tcp://127.0.0.1:5555")
         #expect(c.cluster.heartbeatMs == 500 && c.cluster.timeoutMs == 5000)
         #expect(c.security.curve == false)
@@ -122,6 +123,10 @@ struct JobConfigTests {
         ("cluster.timeout_ms=100", "cluster.timeout_ms"),
         ("optim.epochs=3", "optim.steps"),
         ("data.feature_memory_mb=-1", "data.feature_memory_mb"),
+        ("eval.every=-1", "eval.every"),
+        ("eval.every=10", "eval.every"),                         // no data.eval to score
+        ("checkpoint.keep_best=accuracy", "checkpoint.keep_best"),  // no data.eval to rank by
+        ("checkpoint.keep_best=bleu", "checkpoint.keep_best"),
     ])
     func validation(set: String, key: String) {
         let yaml = set.hasPrefix("optim.epochs") ? Self.minimal + "\noptim: {steps: 10}" : Self.minimal
@@ -143,7 +148,8 @@ struct JobConfigTests {
     func jobID() throws {
         let a = try parse(Self.minimal)
         let b = try parse(Self.minimal, ["cluster.bind=tcp://10.0.0.1:7000", "cluster.workers=9", "checkpoint.every=7", "security.curve=true",
-                                         "data.feature_cache=/scratch/f", "data.feature_memory_mb=64"])
+                                         "data.feature_cache=/scratch/f", "data.feature_memory_mb=64",
+                                         "eval.every=5", "checkpoint.keep_best=loss", "data.eval=e.h5"])
         let c = try parse(Self.minimal, ["optim.lr=0.002"])
         #expect(a.jobID == b.jobID)
         #expect(a.jobID != c.jobID)

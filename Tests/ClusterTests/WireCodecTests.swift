@@ -20,6 +20,11 @@ struct WireCodecTests {
             Envelope(jobID: .max, step: .max, .result(WorkResult(microBatch: 7, gradients: MicroBatchGradients(lossSum: -.nan, labelCount: 123, grads: TensorSet(Array(p.prefix(2))))))),
             Envelope(jobID: 42, step: 9, .bye(unfinished: [1, 2])),
             Envelope(jobID: 42, step: 9, .stop),
+            Envelope(jobID: 42, step: evaluationStep(9), .evalWork(EvalWork(unit: 2, dataset: "/data/test.h5", samples: [16, 17, 18],
+                                                                           maxNewTokens: 30, eos: 2))),
+            Envelope(jobID: 42, step: evaluationStep(9), .evalResult(EvalResult(unit: 2, lossSum: 12.5, labelCount: 9,
+                                                                               predictions: [0, -1, 3], generated: [[5, 2], [], [7]],
+                                                                               computeSeconds: 0.25))),
         ]
     }
 
@@ -114,6 +119,24 @@ struct WireCodecTests {
         } catch {
             Issue.record("untyped error \(error)")
             return false
+        }
+    }
+
+    @Test("a caption longer than the limit is an error before its tokens are read")
+    func captionLimit() throws {
+        let e = Envelope(jobID: 1, step: evaluationStep(0), .evalResult(EvalResult(unit: 0, lossSum: 0, labelCount: 0, predictions: [-1],
+                                                                                  generated: [Array(repeating: 1, count: 9)])))
+        var limits = WireLimits()
+        limits.maxGeneratedTokens = 8
+        #expect(throws: WireError.self) { try WireCodec.decode(Self.bytes(e), limits: limits) }
+        limits.maxGeneratedTokens = 9
+        #expect(try WireCodec.decode(Self.bytes(e), limits: limits) == e)
+    }
+
+    @Test("the evaluation fence: a training step is never an evaluation's, and the steps before it come back")
+    func evaluationFence() {
+        for step: UInt64 in [0, 1, 300, 1 << 40] {
+            #expect(evaluationStep(step) != step && evaluatedStep(evaluationStep(step)) == step && evaluatedStep(step) == nil)
         }
     }
 

@@ -62,6 +62,31 @@ struct CheckpointTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["latest", "step-00000013.h5"])
     }
 
+    @Test("the checkpoint `best` names outlives `keep` until best names another; `DIR/best` reads it; --fresh removes it")
+    func bestPointer() throws {
+        let dir = try TemporaryDirectory("shard")
+        defer { dir.cleanup() }
+        try sampleCheckpoint(step: 2).write(to: dir.path, keep: 1)
+        try Checkpoint.markBest(Checkpoint.fileName(step: 2), in: dir.path, keep: 1)
+        for step in [4, 6] { try sampleCheckpoint(step: step).write(to: dir.path, keep: 1) }
+        var names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        #expect(names == ["best", "latest", "step-00000002.h5", "step-00000006.h5"])
+        #expect(try Checkpoint.read(fileOrDirectory: dir.file("best")).step == 2)
+        #expect(try Checkpoint.read(fileOrDirectory: dir.path).step == 6)
+        // A better checkpoint: the old best goes, being beyond keep.
+        try Checkpoint.markBest(Checkpoint.fileName(step: 6), in: dir.path, keep: 1)
+        names = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
+        #expect(names == ["best", "latest", "step-00000006.h5"])
+        #expect(throws: ShardError.self) { try Checkpoint.markBest("../elsewhere.h5", in: dir.path, keep: 1) }
+        // A damaged pointer is a clear error naming it, not a read of whatever it says.
+        try "../../etc/passwd\n".write(toFile: dir.file("best"), atomically: true, encoding: .utf8)
+        #expect(throws: ShardError.self) { try Checkpoint.read(fileOrDirectory: dir.file("best")) }
+        let directory = CheckpointDirectory(path: dir.path)
+        #expect(try directory.earlierRun().runFiles.contains("best"))
+        try directory.removeEarlierRun()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
     @Test("a flipped byte inside a tensor's chunk is a clear corrupt-tensor error")
     func corruptTensor() throws {
         let dir = try TemporaryDirectory("shard")

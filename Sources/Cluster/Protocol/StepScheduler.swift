@@ -201,7 +201,9 @@ public struct StepScheduler: Sendable {
             outcome = .evaluation(r)
             problem = check(r, samples: samples, maxNewTokens: Int(maxNewTokens))
         default:
-            return evict(id, "sent a \(e.message.kind) for a unit of a \(taskName)", now: now) + assignIdle(now: now)
+            // The unit was taken off the sender above: it goes back to the queue as its failure.
+            let reason = "sent a \(e.message.kind) for unit \(microBatch) of a \(taskName)"
+            return evict(id, reason, now: now) + fail(microBatch, on: id, "\(id): \(reason)", now: now)
         }
         if let problem {
             var out = evict(id, "sent an invalid result for micro-batch \(microBatch) of step \(step): \(problem)", now: now)
