@@ -55,10 +55,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Test support: shared helpers, and a checkpoint writer the crash tests SIGKILL.
+        // Test support: shared helpers, a checkpoint writer the crash tests SIGKILL, and a process that maps
+        // a half-precision backbone through the node's F32 cache (the page-sharing and locking tests).
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/Support/TestSupport"),
         .executableTarget(name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
                           path: "Tests/Support/CheckpointCrashWriter"),
+        .executableTarget(name: "SharedBackboneProbe", dependencies: ["Model"], path: "Tests/Support/SharedBackboneProbe"),
 
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "ShardTests", dependencies: ["Shard", "Model", "TestSupport"]),

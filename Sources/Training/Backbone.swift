@@ -2,8 +2,9 @@ import Foundation
 import Model
 
 /// The frozen pair a job trains against, opened in one place: both Hugging Face directories, both
-/// models (their weights memory-mapped, so processes on a node share the pages), and the fingerprint
-/// that checkpoints record and workers are admitted by (DESIGN.md §5, §7).
+/// models (their weights memory-mapped, so processes on a node share the pages; F16/BF16 files through
+/// their F32 copies in the node's `F32Cache`), and the fingerprint that checkpoints record and workers
+/// are admitted by (DESIGN.md §3, §5, §7).
 public struct Backbone {
     public let visionDirectory: VisionBackboneDirectory
     public let languageDirectory: LanguageBackboneDirectory
@@ -14,9 +15,11 @@ public struct Backbone {
     /// `vision=<fingerprint>;language=<fingerprint>`.
     public let fingerprint: String
 
-    public static func open(vision: String, language: String) throws -> Backbone {
-        let visionDirectory = try VisionBackboneDirectory.open(URL(fileURLWithPath: vision))
-        let languageDirectory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: language))
+    /// Opens both directories; half-precision weights are read from their F32 copies in `cache` (by
+    /// default the node's: `$DEHVF_CACHE_DIR`, else `~/.cache/dehvf`), which is created only if needed.
+    public static func open(vision: String, language: String, cache: F32Cache = .forThisNode()) throws -> Backbone {
+        let visionDirectory = try VisionBackboneDirectory.open(URL(fileURLWithPath: vision), cache: cache)
+        let languageDirectory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: language), cache: cache)
         let clip = try CLIPVisionModel(config: visionDirectory.config, weights: visionDirectory.weights)
         let llama = try LlamaModel(config: languageDirectory.config, weights: languageDirectory.weights)
         let visionFingerprint = try visionDirectory.fingerprint()

@@ -41,6 +41,16 @@ public enum BackboneFingerprint {
         }.joined(separator: ",")
     }
 
+    /// The fingerprint of an opened model directory's weights: the same value as `of(directory:)`, with
+    /// the digests the node's F32 cache recorded when it converted a half-precision file (that file is
+    /// not read again), the others hashed through their maps.
+    public static func of(archive: SafetensorsArchive) throws -> String {
+        let files = archive.files
+        return try concurrently(files.count) { i in
+            "\(files[i].url.lastPathComponent):\(files[i].sourceIdentity.size):\(files[i].sha256())"
+        }.joined(separator: ",")
+    }
+
     /// SHA-256 of the file at `url` as hex, and its size, read with read(2) in blocks whose page-cache
     /// pages are dropped once read (except those that were resident before): memory stays bounded and
     /// the page cache is left as it was found.
