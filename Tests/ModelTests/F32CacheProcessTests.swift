@@ -107,6 +107,37 @@ struct F32CacheProcessTests {
         #expect(fine.output.components(separatedBy: "outcome=converted").count == 3, "\(fine.output)")
     }
 
+    @Test("conversion streams: a process widening a 100 MB BF16 file to 200 MB of F32 never holds more than a few tens of MB, nor leaves the source in the page cache")
+    func boundedMemory() throws {
+        let dir = try TemporaryDirectory("f32cache")
+        defer { dir.cleanup() }
+        let count = 50 << 20
+        try FileManager.default.createDirectory(at: dir.fileURL("weights"), withIntermediateDirectories: true)
+        let source = dir.fileURL("weights/model.safetensors")
+        try rawSafetensors(header: #"{"w": {"dtype": "BF16", "shape": [\#(count)], "data_offsets": [0, \#(2 * count)]}}"#,
+                           data: [UInt8](randomBytes(2 * count, seed: 9)))
+            .write(to: source)
+        let fd = open(source.path, O_RDONLY)
+        #expect(fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        close(fd)
+        #expect(try residentFraction(source) < 0.05, "the page cache would not drop the file: nothing to measure")
+        let c = try Child(try probe(), [dir.file("cache"), dir.file("weights"), "--weights-only"], log: dir.file("probe.log"))
+        #expect(try c.wait() == 0, "\(c.output)")
+        #expect(c.output.contains("file model.safetensors outcome=converted"), "\(c.output)")
+        let peak = try #require(c.output.split(separator: "\n").last { $0.hasPrefix("peak_rss_kb=") }.flatMap { Int($0.dropFirst(12)) },
+                                "\(c.output)")
+        // The process alone peaks at about 25 MB; the conversion adds its ~10 MB of buffers. Converting in
+        // memory would need the 200 MB of F32 at least.
+        #expect(peak < 64 << 10, "peak RSS \(peak) kB")
+        // The source is read once and given back. What stays is the kernel's read-around of the header
+        // page, read through the map before the conversion starts: read_ahead_kb (128 KB by default).
+        let left = try residentFraction(source)
+        #expect(left < 0.1, "\(Int(left * 100))% of the source is still in the page cache")
+        let copy = try FileManager.default.attributesOfItem(atPath: F32Cache(directory: dir.fileURL("cache")).cachedFile(for: source).path)
+        #expect(copy[.size] as? Int ?? 0 > 4 * count)
+        print("F32 cache: widening \(2 * count) bytes of BF16 peaked at \(peak) kB RSS; \(Int(left * 100))% of the source left in the page cache")
+    }
+
     @Test("a read-only cache directory is an error that says what to do",
           .enabled(if: Mounts.unavailable == nil, Comment(rawValue: Mounts.unavailable ?? "")))
     func readOnly() throws {

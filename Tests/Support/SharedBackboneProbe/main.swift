@@ -1,13 +1,15 @@
 // Test support for F32CacheTests: a real process that opens a half-precision LLaMA directory through a
 // node's F32 cache, as a worker does, and shows what it got.
-//   SharedBackboneProbe CACHE LANGUAGE [--wait] [--die-at-file-limit]
+//   SharedBackboneProbe CACHE LANGUAGE [--wait] [--die-at-file-limit] [--weights-only]
 // Opens LANGUAGE with F32Cache(directory: CACHE) (its report lines go to stderr), loads the LlamaModel
 // strictly, reads one byte of every page of every mapped weight file, then prints to stdout, per file,
 //   file NAME outcome=converted|reused|rebuilt seconds=S mapped=PATH rss_kb=N pss_kb=N
 // (Rss and Pss of PATH's mappings in /proc/self/smaps), then "ready". With --wait it sleeps until killed,
 // else exits 0. On an error it prints the error and exits 1. With --die-at-file-limit, SIGXFSZ gets its
 // default action back and is unblocked (the test runner may pass it on ignored or blocked), so a write
-// past `ulimit -f` kills the process half-way through a conversion, as a crash would.
+// past `ulimit -f` kills the process half-way through a conversion, as a crash would. With --weights-only,
+// LANGUAGE is any directory of safetensors weights: they are opened through the cache and nothing else is
+// done; the last line is then "peak_rss_kb=N" (VmHWM), the most memory the process ever held.
 import Foundation
 import Model
 
@@ -31,7 +33,7 @@ func smaps(of path: String) -> (rss: Int, pss: Int) {
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
-    FileHandle.standardError.write(Data("usage: SharedBackboneProbe CACHE LANGUAGE [--wait] [--die-at-file-limit]\n".utf8))
+    FileHandle.standardError.write(Data("usage: SharedBackboneProbe CACHE LANGUAGE [--wait] [--die-at-file-limit] [--weights-only]\n".utf8))
     exit(2)
 }
 if arguments.contains("--die-at-file-limit") {
@@ -43,6 +45,17 @@ if arguments.contains("--die-at-file-limit") {
 }
 do {
     let cache = F32Cache(directory: URL(fileURLWithPath: arguments[1]))
+    if arguments.contains("--weights-only") {
+        let archive = try SafetensorsArchive(directory: URL(fileURLWithPath: arguments[2]), cache: cache)
+        for file in archive.files {
+            let seconds = String(format: "%.3f", file.cacheEntry?.seconds ?? 0)
+            print("file \(file.url.lastPathComponent) outcome=\(file.cacheEntry.map { "\($0.outcome)" } ?? "direct") seconds=\(seconds)")
+        }
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first ?? "?"
+        print("peak_rss_kb=\(peak)")
+        exit(0)
+    }
     let directory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: arguments[2]), cache: cache)
     let model = try LlamaModel(config: directory.config, weights: directory.weights)
     var sum: UInt64 = 0
