@@ -61,7 +61,7 @@ public final class F32Cache: Sendable {
         /// The copy in the cache directory.
         public let file: URL
         public let outcome: Outcome
-        /// Wall time spent checking, converting or waiting for the lock, in seconds.
+        /// Wall time spent on this entry (waiting for its lock, checking, converting), in seconds.
         public let seconds: Double
         /// SHA-256 of the source file, as hex (computed while converting it).
         public let sourceSHA256: String
@@ -144,14 +144,15 @@ public final class F32Cache: Sendable {
         var opened = [SafetensorsFile?](repeating: nil, count: sources.count)
         var pending = Array(sources.indices)
         while let first = pending.first {
-            let started = Date()
             var done: [Int] = []
             for i in pending {
+                let started = Date()
                 guard let lock = try EntryLock.take(lockFile(for: sources[i].url).path, wait: false, advice: advice) else { continue }
                 opened[i] = try withExtendedLifetime(lock) { try prepare(sources[i], started: started) }
                 done.append(i)
             }
             if done.isEmpty {
+                let started = Date()
                 let lockPath = lockFile(for: sources[first].url).path
                 report("\(sources[first].url.path): waiting for another process on this node to finish with its F32 copy (lock \(lockPath))")
                 let lock = try EntryLock.take(lockPath, wait: true, advice: advice)
@@ -190,15 +191,16 @@ public final class F32Cache: Sendable {
             outcome = .rebuilt(reason: reason)
         }
 
+        let converting = Date()
         let manifest = try convert(source, layout: layout, stem: entryStem, data: dataURL, manifest: manifestURL)
+        let conversion = Date().timeIntervalSince(converting)
         let map = try MappedFile(url: dataURL)
         let parsed = try SafetensorsHeader.parse(map.bytes, path: dataURL.path)
         if let problem = HalfWidening.mismatch(stored: parsed.tensors, source: source.sourceTensors) {
             throw ModelError(.io, "the F32 copy just written does not hold the source's tensors: \(problem)", path: dataURL.path)
         }
-        let seconds = Date().timeIntervalSince(started)
-        report("\(source.url.path): widened to F32 once for this node in \(String(format: "%.1f", seconds)) s: \(dataURL.path) (\(megabytes(layout.size)))")
-        let entry = Entry(file: dataURL, outcome: outcome, seconds: seconds, sourceSHA256: manifest.sourceSHA256)
+        report("\(source.url.path): widened to F32 once for this node in \(String(format: "%.1f", conversion)) s: \(dataURL.path) (\(megabytes(layout.size)))")
+        let entry = Entry(file: dataURL, outcome: outcome, seconds: Date().timeIntervalSince(started), sourceSHA256: manifest.sourceSHA256)
         return SafetensorsFile(widened: source, storage: map, tensors: parsed.tensors, entry: entry)
     }
 
