@@ -55,10 +55,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Test support: shared helpers, a checkpoint writer the crash tests SIGKILL, and the chaos soak's rogue client.
+        // Test support: shared helpers, a checkpoint writer the crash tests SIGKILL, a process that maps a
+        // half-precision backbone through the node's F32 cache (page-sharing and locking tests), and the
+        // chaos soak's rogue client.
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/Support/TestSupport"),
         .executableTarget(name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
                           path: "Tests/Support/CheckpointCrashWriter"),
+        .executableTarget(name: "SharedBackboneProbe", dependencies: ["Model"], path: "Tests/Support/SharedBackboneProbe"),
         // A hostile client for Scripts/chaos: the project's own codec and sockets, aimed at a coordinator.
         .executableTarget(name: "RogueClient", dependencies: [
             "Cluster", "Transport", "Training", "Model",

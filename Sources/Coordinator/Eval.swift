@@ -56,7 +56,7 @@ struct Eval: ParsableCommand {
         } else if !distributed {
             config.cluster.launcher = .inprocess
         }
-        let setup = try JobSetup(job: config)
+        let setup = try JobSetup(job: config, loading: config.cluster.launcher == .inprocess)
         let ck = try Checkpoint.read(fileOrDirectory: checkpoint, expecting: setup.fuser.parameterShapes)
         let state = try TrainState(checkpoint: ck, fuser: setup.fuser, backbone: setup.fingerprint)
         guard let path = data ?? config.data.eval?.path else {

@@ -27,7 +27,7 @@ struct Plan: ParsableCommand {
 
     func run() throws {
         let config = try job.load()
-        let setup = try JobSetup(job: config)
+        let setup = try JobSetup(job: config, loading: false)
         let plan = try JobPlan(setup: setup, workers: workers ?? config.cluster.workers)
         func gb(_ bytes: Int) -> String {
             bytes >= 1_000_000_000 ? String(format: "%.2f GB", Double(bytes) / 1e9) : String(format: "%.0f MB", Double(bytes) / 1e6)

@@ -10,7 +10,7 @@ import Transport
 final class TrainingRun {
     let job: JobConfig
     /// The job resolved against its files; the coordinator loads the frozen weights only to compute
-    /// itself (`inprocess`, or an evaluation at the end).
+    /// itself (`inprocess`): its workers evaluate too.
     let setup: JobSetup
     private var engineLoaded: TrainingEngine?
     let sampler: Sampler
@@ -68,7 +68,7 @@ final class TrainingRun {
     init(job: JobConfig, resume: String?) throws {
         self.job = job
         let start = Date()
-        setup = try JobSetup(job: job)
+        setup = try JobSetup(job: job, loading: job.cluster.launcher == .inprocess)
         sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch,
                               microBatch: job.data.microBatch, seed: UInt64(job.data.seed),
                               groupingByLength: job.data.groupByLength ? setup.train.rowLengths : nil)

@@ -33,24 +33,33 @@ public struct JobSetup {
         public var float32Bytes: Int { elements * 4 }
     }
 
-    public init(job: JobConfig) throws {
+    /// The two model directories, opened (headers read, files mapped, no weights read).
+    public let visionDirectory: VisionBackboneDirectory
+    public let languageDirectory: LanguageBackboneDirectory
+
+    /// - Parameter loading: whether this process will load the models (`Backbone.load(_:)`): then the
+    ///   directories are opened through the node's F32 cache (half-precision files are widened there
+    ///   once per node, their digests recorded as they are) and hashed through their maps, whose pages
+    ///   the models are about to use. A process that never loads them (a coordinator whose workers
+    ///   compute) hashes the files streaming and leaves the page cache as it found it.
+    public init(job: JobConfig, loading: Bool = true) throws {
         self.job = job
-        let visionDirectory = try VisionBackboneDirectory.open(URL(fileURLWithPath: job.model.vision.path))
-        let languageDirectory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: job.model.language.path))
+        let cache: F32Cache? = loading ? .forThisNode() : nil
+        visionDirectory = try VisionBackboneDirectory.open(URL(fileURLWithPath: job.model.vision.path), cache: cache)
+        languageDirectory = try LanguageBackboneDirectory.open(URL(fileURLWithPath: job.model.language.path), cache: cache)
         vision = visionDirectory.config
         language = languageDirectory.config
         func summary(_ archive: SafetensorsArchive, names: [String], prefix: String) -> WeightsSummary {
             let infos = names.compactMap { archive.info(prefix + $0) }
             return WeightsSummary(elements: infos.reduce(0) { $0 + $1.shape.reduce(1, *) },
-                                  storedBytes: archive.files.reduce(0) { sum, f in
-                                      sum + ((try? FileManager.default.attributesOfItem(atPath: f.url.path)[.size] as? Int) ?? 0)
-                                  },
+                                  storedBytes: archive.files.reduce(0) { $0 + $1.sourceIdentity.size },
                                   halfPrecision: infos.contains { $0.dtype == .f16 || $0.dtype == .bf16 })
         }
         visionWeights = summary(visionDirectory.archive, names: visionDirectory.weights.names, prefix: visionDirectory.weightPrefix)
         languageWeights = summary(languageDirectory.archive, names: languageDirectory.archive.names, prefix: "")
-        visionFingerprint = try visionDirectory.fingerprint()
-        fingerprint = BackboneFingerprint.pair(vision: visionFingerprint, language: try languageDirectory.fingerprint())
+        let reading: BackboneFingerprint.Reading = loading ? .mapped : .streaming
+        visionFingerprint = try visionDirectory.fingerprint(reading: reading)
+        fingerprint = BackboneFingerprint.pair(vision: visionFingerprint, language: try languageDirectory.fingerprint(reading: reading))
         fuser = try FuserConfig(job: job.model, vision: vision, language: language)
         train = try DatasetFile(path: job.data.train.path)
         try Self.check(train, vision: vision, language: language)

@@ -40,6 +40,68 @@ struct BackboneFingerprintTests {
         let pair = try BackboneFingerprint.of(vision: dir.url, language: sharded)
         #expect(pair.hasPrefix("vision=model.safetensors:") && pair.contains(";language=model-00001-of-00002"))
     }
+
+    @Test("the streaming hash equals the mapped one and the one-shot digest, across its 4 MiB blocks")
+    func streamingValue() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.cleanup() }
+        let bytes = randomBytes(3 * (4 << 20) + 13, seed: 5)
+        try dir.write("model.safetensors", bytes)
+        let streamed = try BackboneFingerprint.sha256HexStreaming(dir.fileURL("model.safetensors"))
+        #expect(streamed.size == bytes.count)
+        #expect(streamed.digest == SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined())
+        #expect(try BackboneFingerprint.of(directory: dir.url, reading: .streaming) == BackboneFingerprint.of(directory: dir.url))
+        let sharded = Fixtures.safetensors.appendingPathComponent("sharded")
+        #expect(try BackboneFingerprint.of(directory: sharded, reading: .streaming) == BackboneFingerprint.of(directory: sharded))
+        try dir.write("empty", Data())
+        #expect(try BackboneFingerprint.sha256HexStreaming(dir.fileURL("empty")).digest
+                == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
+
+    @Test("the streaming hash leaves the page cache as it found it: the pages it read are dropped, those already there kept")
+    func streamingPages() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.cleanup() }
+        try dir.write("model.safetensors", randomBytes(32 << 20, seed: 6))
+        let url = dir.fileURL("model.safetensors")
+        let fd = open(url.path, O_RDONLY)
+        defer { close(fd) }
+        #expect(fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        #expect(try residentFraction(url) < 0.05, "the page cache would not drop the file: nothing to measure")
+
+        let cold = try BackboneFingerprint.of(directory: dir.url, reading: .streaming)
+        #expect(try residentFraction(url) < 0.05, "hashing a cold file must not leave it in the page cache")
+        // The mapped hash keeps the pages (for a process about to load the model); that is what the
+        // streaming one is measured against.
+        #expect(try BackboneFingerprint.of(directory: dir.url) == cold)
+        #expect(try residentFraction(url) > 0.95)
+        #expect(try BackboneFingerprint.of(directory: dir.url, reading: .streaming) == cold)
+        #expect(try residentFraction(url) > 0.95, "pages another process brought in are left where they were")
+    }
+}
+
+/// `count` pseudo-random bytes, filled eight at a time (a closure per byte is slow in debug builds).
+func randomBytes(_ count: Int, seed: UInt64) -> Data {
+    var rng = SplitMix64(seed: seed)
+    var words = [UInt64](repeating: 0, count: (count + 7) / 8)
+    for i in words.indices { words[i] = rng.next() }
+    return words.withUnsafeBytes { Data($0.prefix(count)) }
+}
+
+/// The fraction of `url`'s pages in the page cache (mincore on a fresh mapping, which faults none in).
+func residentFraction(_ url: URL) throws -> Double {
+    let fd = open(url.path, O_RDONLY)
+    try #require(fd >= 0)
+    defer { close(fd) }
+    var st = stat()
+    try #require(fstat(fd, &st) == 0 && st.st_size > 0)
+    let size = Int(st.st_size), page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let map = try #require(mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0))
+    try #require(map != MAP_FAILED)
+    defer { munmap(map, size) }
+    var vector = [UInt8](repeating: 0, count: (size + page - 1) / page)
+    try #require(mincore(map, size, &vector) == 0)
+    return Double(vector.filter { $0 & 1 != 0 }.count) / Double(vector.count)
 }
 
 /// The language config's math signature (the `|config:` part of a backbone fingerprint) for each RoPE type,

@@ -17,9 +17,11 @@ public struct VisionBackboneDirectory {
     /// The vision tower's tensors under relative names; hand this to the model.
     public let weights: PrefixedWeightSource
 
-    public static func open(_ directory: URL) throws -> VisionBackboneDirectory {
+    /// Opens `directory`, reading F16/BF16 weight files from their F32 copies in `cache` when one is given
+    /// (`Backbone.load` and a loading `JobSetup` pass the node's); without one they are converted into this process's memory.
+    public static func open(_ directory: URL, cache: F32Cache? = nil) throws -> VisionBackboneDirectory {
         let (config, architecture) = try CLIPVisionConfig.loadWithArchitecture(directory: directory)
-        let archive = try SafetensorsArchive(directory: directory)
+        let archive = try SafetensorsArchive(directory: directory, cache: cache)
         let weights = try towerWeights(archive, path: directory.path)
         return VisionBackboneDirectory(directory: directory, config: config, architecture: architecture,
                                        weightPrefix: weights.prefix, archive: archive, weights: weights)
@@ -37,5 +39,11 @@ public struct VisionBackboneDirectory {
     }
 
     /// The fingerprint of these weights and the config fields that change the math (DESIGN §5).
-    public func fingerprint() throws -> String { "\(try BackboneFingerprint.of(directory: directory))|config:\(config.mathDigest)" }
+    /// `.streaming` hashes the files with read(2) for a process that will not load the weights (see
+    /// `BackboneFingerprint.Reading`); the value is the same.
+    public func fingerprint(reading: BackboneFingerprint.Reading = .mapped) throws -> String {
+        let weights = reading == .mapped ? try BackboneFingerprint.of(archive: archive)
+            : try BackboneFingerprint.of(directory: directory, reading: reading)
+        return "\(weights)|config:\(config.mathDigest)"
+    }
 }

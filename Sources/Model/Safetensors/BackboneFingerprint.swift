@@ -1,5 +1,10 @@
 import Crypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The identity of a frozen backbone's weights, stored as the checkpoint's `backbone` attribute
 /// (DESIGN §5) and compared by a worker before it accepts a job (§7).
@@ -9,21 +14,68 @@ import Foundation
 /// For a vision + language pair: `vision=<that>;language=<that>`. Only the weight files count, not
 /// `config.json`; a changed architecture changes tensor shapes and fails loading anyway.
 public enum BackboneFingerprint {
+    /// How `of(directory:reading:)` reads the files.
+    public enum Reading: Sendable, Equatable {
+        /// Through a memory map: the pages stay in the page cache, for a process about to load the model.
+        case mapped
+        /// With read(2) in blocks, dropping the pages it brought into the page cache as it goes: for a
+        /// process that never loads the model (a coordinator checking what its workers hold), so hashing
+        /// 14 GB does not push 14 GB of the node's page cache out for nothing.
+        case streaming
+    }
+
     /// The fingerprint of one model directory's weights.
     /// Shards are hashed concurrently (SHA-256 runs at about 1 GB/s per core here, so a 14 GB 7B model
     /// in several shards is hashed in seconds rather than tens of seconds).
-    public static func of(directory: URL) throws -> String {
+    public static func of(directory: URL, reading: Reading = .mapped) throws -> String {
         let urls = try SafetensorsArchive.weightFiles(in: directory)
-        var results = [Result<String, Error>](repeating: .success(""), count: urls.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: urls.count) { i in
-            let result = Result<String, Error> {
+        return try concurrently(urls.count) { i in
+            switch reading {
+            case .mapped:
                 let map = try MappedFile(url: urls[i])
                 return "\(urls[i].lastPathComponent):\(map.count):\(sha256Hex(map.bytes))"
+            case .streaming:
+                let (size, digest) = try sha256HexStreaming(urls[i])
+                return "\(urls[i].lastPathComponent):\(size):\(digest)"
             }
+        }.joined(separator: ",")
+    }
+
+    /// The fingerprint of an opened model directory's weights: the same value as `of(directory:)`, with
+    /// the digests the node's F32 cache recorded when it converted a half-precision file (that file is
+    /// not read again), the others hashed through their maps.
+    public static func of(archive: SafetensorsArchive) throws -> String {
+        let files = archive.files
+        return try concurrently(files.count) { i in
+            "\(files[i].url.lastPathComponent):\(files[i].sourceIdentity.size):\(files[i].sha256())"
+        }.joined(separator: ",")
+    }
+
+    /// SHA-256 of the file at `url` as hex, and its size, read with read(2) in blocks whose page-cache
+    /// pages are dropped once read (except those that were resident before): memory stays bounded and
+    /// the page cache is left as it was found.
+    public static func sha256HexStreaming(_ url: URL) throws -> (size: Int, digest: String) {
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            throw ModelError(code == ENOENT ? .fileNotFound : .io, "cannot open for reading: \(String(cString: strerror(code)))",
+                             path: url.path)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw posixError("stat", path: url.path) }
+        var reader = SequentialReader(fd: fd, path: url.path, size: Int(st.st_size), dropPages: true)
+        return (Int(st.st_size), try reader.finish())
+    }
+
+    private static func concurrently(_ count: Int, _ body: @Sendable (Int) throws -> String) throws -> [String] {
+        var results = [Result<String, Error>](repeating: .success(""), count: count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: count) { i in
+            let result = Result<String, Error> { try body(i) }
             lock.withLock { results[i] = result }
         }
-        return try results.map { try $0.get() }.joined(separator: ",")
+        return try results.map { try $0.get() }
     }
 
     /// The fingerprint of a vision + language backbone pair.

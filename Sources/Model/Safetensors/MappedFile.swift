@@ -17,6 +17,8 @@ public final class MappedFile: @unchecked Sendable {
     public let url: URL
     /// The mapped bytes; valid for the lifetime of this object.
     public let bytes: UnsafeRawBufferPointer
+    /// The file's identity when it was mapped (the bytes are this inode's).
+    public let identity: FileIdentity
 
     public init(url: URL) throws {
         self.url = url
@@ -35,6 +37,7 @@ public final class MappedFile: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             throw ModelError(.badHeader, "not a regular file", path: path)
         }
+        identity = FileIdentity(st)
         let size = Int(st.st_size)
         if size == 0 {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)

@@ -6,6 +6,10 @@ import Foundation
 ///
 /// A sharded set is checked when opened: shard names must be plain file names inside the directory, every
 /// `weight_map` entry must be in the shard it names, and no tensor may appear in two shards.
+///
+/// Opened with a `F32Cache`, files holding F16/BF16 tensors are read from their F32 copies in the node's
+/// cache (converted by the first process that needs them), so their pages are shared like an F32 file's;
+/// without one, such tensors are converted on each `take` into this process's memory.
 public final class SafetensorsArchive: WeightSource, @unchecked Sendable {
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
@@ -15,9 +19,10 @@ public final class SafetensorsArchive: WeightSource, @unchecked Sendable {
     public let files: [SafetensorsFile]
     private let owner: [String: SafetensorsFile]
 
-    /// Opens the safetensors weights of the model directory `directory`.
-    public convenience init(directory: URL) throws {
-        try self.init(directory: directory, fileURLs: Self.weightFiles(in: directory))
+    /// Opens the safetensors weights of the model directory `directory`, reading half-precision files
+    /// from their F32 copies in `cache` when one is given.
+    public convenience init(directory: URL, cache: F32Cache? = nil) throws {
+        try self.init(directory: directory, fileURLs: Self.weightFiles(in: directory), cache: cache)
     }
 
     /// The safetensors files a model directory's weights live in: the shards named by the index when
@@ -41,9 +46,14 @@ public final class SafetensorsArchive: WeightSource, @unchecked Sendable {
             path: directory.path)
     }
 
-    private init(directory: URL, fileURLs: [URL]) throws {
+    private init(directory: URL, fileURLs: [URL], cache: F32Cache?) throws {
         self.directory = directory
-        files = try fileURLs.map { try SafetensorsFile(url: $0) }
+        var files = try fileURLs.map { try SafetensorsFile(url: $0) }
+        let half = files.indices.filter { files[$0].holdsHalfPrecision }
+        if let cache, !half.isEmpty {
+            for (i, copy) in zip(half, try cache.copies(of: half.map { files[$0] })) { files[i] = copy }
+        }
+        self.files = files
         var owner: [String: SafetensorsFile] = [:]
         for file in files {
             for name in file.names {

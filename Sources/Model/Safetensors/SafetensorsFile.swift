@@ -5,36 +5,67 @@ import Foundation
 ///
 /// `take` returns F32 data zero-copy: a borrowed `Tensor` pointing into the map, which it keeps alive, so
 /// workers on one node share the pages (a tensor whose data is not 4-byte aligned in the file is copied
-/// instead). F16, BF16 and F64 are converted into owned Float32 tensors. Tensors of other dtypes (an `I64`
-/// `position_ids` buffer, say) do not stop the file from opening; taking one throws `.badDType`.
-/// Taking the same tensor twice is allowed (tied embeddings).
+/// instead). A file holding F16 or BF16 tensors that is opened through a `F32Cache` (as
+/// `SafetensorsArchive(directory:cache:)` does) is read from its F32 copy in the cache the same way;
+/// opened alone, its F16, BF16 and F64 tensors are converted into owned Float32 tensors on each `take`.
+/// Tensors of other dtypes (an `I64` `position_ids` buffer, say) do not stop the file from opening;
+/// taking one throws `.badDType`. Taking the same tensor twice is allowed (tied embeddings).
 public final class SafetensorsFile: WeightSource, @unchecked Sendable {
     public let url: URL
     /// The header's `__metadata__` (empty when absent).
     public let metadata: [String: String]
-    private let map: MappedFile
-    private let tensors: [String: SafetensorsTensorInfo]
+    /// The mapped file tensors are read from: the file at `url`, or its F32 copy in the node's cache.
+    public let storage: MappedFile
+    /// The F32 copy tensors are read from, and how it was obtained; nil when they are read from `url`.
+    public let cacheEntry: F32Cache.Entry?
+    /// The identity of the file at `url` when it was opened.
+    public let sourceIdentity: FileIdentity
+    /// The tensors as the file at `url` holds them (what `info` and `names` report).
+    let sourceTensors: [String: SafetensorsTensorInfo]
+    /// The same tensors as `storage` holds them (F32 where the source has F16/BF16, for a cached copy).
+    private let stored: [String: SafetensorsTensorInfo]
     private let lock = NSLock()
     private var taken: Set<String> = []
 
     public init(url: URL) throws {
         self.url = url
-        map = try MappedFile(url: url)
-        let parsed = try SafetensorsHeader.parse(map.bytes, path: url.path)
-        tensors = parsed.tensors
+        storage = try MappedFile(url: url)
+        let parsed = try SafetensorsHeader.parse(storage.bytes, path: url.path)
+        sourceTensors = parsed.tensors
+        stored = parsed.tensors
         metadata = parsed.metadata
+        sourceIdentity = storage.identity
+        cacheEntry = nil
     }
 
+    /// `source` read from its F32 copy `storage`, whose header holds `tensors` (checked by the cache).
+    init(widened source: SafetensorsFile, storage: MappedFile, tensors: [String: SafetensorsTensorInfo], entry: F32Cache.Entry) {
+        url = source.url
+        metadata = source.metadata
+        sourceIdentity = source.sourceIdentity
+        sourceTensors = source.sourceTensors
+        self.storage = storage
+        stored = tensors
+        cacheEntry = entry
+    }
+
+    /// Whether the file holds F16 or BF16 tensors (which a `F32Cache` serves from an F32 copy).
+    public var holdsHalfPrecision: Bool { HalfWidening.needed(sourceTensors.values) }
+
+    /// The SHA-256 of the file at `url`, as hex: the one the cache computed while converting it, else
+    /// hashed through the map (whose pages the process is about to use).
+    public func sha256() -> String { cacheEntry?.sourceSHA256 ?? BackboneFingerprint.sha256Hex(storage.bytes) }
+
     /// Every tensor name, sorted.
-    public var names: [String] { tensors.keys.sorted() }
+    public var names: [String] { sourceTensors.keys.sorted() }
 
-    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+    public func contains(_ name: String) -> Bool { sourceTensors[name] != nil }
 
-    /// The header entry for `name`, if present.
-    public func info(_ name: String) -> SafetensorsTensorInfo? { tensors[name] }
+    /// The header entry for `name` in the file at `url` (its dtype as shipped), if present.
+    public func info(_ name: String) -> SafetensorsTensorInfo? { sourceTensors[name] }
 
     public func take(_ name: String, shape: [Int]) throws -> Tensor {
-        guard let info = tensors[name] else {
+        guard let info = stored[name] else {
             throw ModelError(.missingTensor, "tensor '\(name)' (expected shape \(shape)) is not in this file",
                              path: url.path)
         }
@@ -49,7 +80,7 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
     /// Reads `name` as Float32 in whatever shape the file gives, without marking it taken (for tools and
     /// tests; models use `take`).
     public func tensor(_ name: String) throws -> Tensor {
-        guard let info = tensors[name] else {
+        guard let info = stored[name] else {
             throw ModelError(.missingTensor, "tensor '\(name)' is not in this file", path: url.path)
         }
         return try read(info)
@@ -58,13 +89,13 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
     /// Reads an integer tensor (`I32` or `I64`, for example token ids in a test fixture) as Int32 values,
     /// checking the shape like `take`. Throws `.badDType` for other dtypes or an I64 value outside Int32.
     public func int32Values(_ name: String, shape: [Int]) throws -> [Int32] {
-        guard let info = tensors[name] else {
+        guard let info = stored[name] else {
             throw ModelError(.missingTensor, "tensor '\(name)' (expected shape \(shape)) is not in this file", path: url.path)
         }
         guard info.shape == shape else {
             throw ModelError(.badShape, "tensor '\(name)' has shape \(info.shape), expected \(shape)", path: url.path)
         }
-        guard let base = map.bytes.baseAddress, info.elementCount > 0 else { return [] }
+        guard let base = storage.bytes.baseAddress, info.elementCount > 0 else { return [] }
         let source = base + info.byteRange.lowerBound
         switch info.dtype {
         case .i32:
@@ -87,7 +118,7 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
     /// Names never taken, excluding those starting with one of `prefixes`, sorted.
     public func untaken(ignoringPrefixes prefixes: [String]) -> [String] {
         let done = lock.withLock { taken }
-        return tensors.keys.filter { name in
+        return sourceTensors.keys.filter { name in
             !done.contains(name) && !prefixes.contains(where: { name.hasPrefix($0) })
         }.sorted()
     }
@@ -112,14 +143,14 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
                 path: url.path)
         }
         let count = info.elementCount
-        guard count > 0, let base = map.bytes.baseAddress else { return Tensor(zeros: info.shape) }
+        guard count > 0, let base = storage.bytes.baseAddress else { return Tensor(zeros: info.shape) }
         let source = base + info.byteRange.lowerBound
         switch info.dtype {
         case .f32:
             if Int(bitPattern: source) % MemoryLayout<Float>.alignment == 0 {
                 // The map is copy-on-write: a write changes this process's copy of the page, not the file.
                 let pointer = UnsafeMutableRawPointer(mutating: source).assumingMemoryBound(to: Float.self)
-                return Tensor(shape: info.shape, borrowing: pointer, owner: map)
+                return Tensor(shape: info.shape, borrowing: pointer, owner: storage)
             }
             let tensor = Tensor(zeros: info.shape)
             UnsafeMutableRawPointer(tensor.data).copyMemory(from: source, byteCount: 4 * count)
