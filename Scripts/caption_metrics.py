@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""COCO caption metrics (CIDEr-D, BLEU-1..4) of greedily generated captions.
+"""COCO caption metrics (CIDEr-D, BLEU-1..4, ROUGE-L) of greedily generated captions.
 
     python3 Scripts/caption_metrics.py GENERATED.jsonl --tokenizer LANGUAGE_MODEL_DIR [--json OUT.json]
 
@@ -22,6 +22,10 @@ Metrics, computed as pycocoevalcap computes them from tokenised captions (checke
   counted as pycocoevalcap does, in bigrams), mean over n and references, x10, mean over images.
 - BLEU-1..4 (bleu/bleu_scorer.py): corpus-level with clipped n-gram counts and the brevity penalty
   against each image's closest reference length ("closest"), including its 1e-9/1e-15 smoothing.
+- ROUGE-L (rouge/rouge.py): per image, the longest common subsequence with each reference; precision
+  and recall are each the best over the references, F with beta 1.2; mean over images.
+Scripts/reference/caption_metrics_golden.py reruns the comparison with pycocoevalcap and writes the
+golden file the tests check these functions against.
 Needs only the `tokenizers` package: a tool for people, not a dependency of the product.
 """
 import argparse
@@ -99,6 +103,31 @@ def bleu(hyps, refs):
     return out
 
 
+def lcs(a, b):
+    """Length of the longest common subsequence of two word lists."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], prev + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(hyps, refs, beta=1.2):
+    """Per-image ROUGE-L as pycocoevalcap's Rouge.calc_score: best precision and best recall over the
+    references (each on its own), then their F-measure with beta 1.2."""
+    scores = []
+    for h, rs in zip(hyps, refs):
+        precisions, recalls = [], []
+        for r in rs:
+            common = lcs(r, h)
+            precisions.append(common / float(len(h)) if h else 0.0)
+            recalls.append(common / float(len(r)) if r else 0.0)
+        p, r = max(precisions), max(recalls)
+        scores.append((1 + beta ** 2) * p * r / (r + beta ** 2 * p) if p != 0 and r != 0 else 0.0)
+    return scores
+
+
 def load_tokenizer(path):
     from tokenizers import Tokenizer
 
@@ -150,17 +179,19 @@ def main():
 
     cider = cider_d(hyps, refs)
     b = bleu(hyps, refs)
+    rouge = rouge_l(hyps, refs)
     result = {
         "images": len(records),
         "cider_d": sum(cider) / len(cider),
         **{f"bleu_{k + 1}": b[k] for k in range(N)},
+        "rouge_l": sum(rouge) / len(rouge),
         "mean_generated_words": sum(map(len, hyps)) / len(hyps),
         "mean_generated_tokens": sum(len(g) for _, g, _ in records) / len(records),
         "examples": [{"index": i, "hypothesis": t, "reference": rs[0]}
                      for (i, _, rs), t in list(zip(records, texts))[:a.examples]],
     }
     rows = [("images", f"{result['images']}"), ("CIDEr-D", f"{result['cider_d']:.4f}"),
-            ("BLEU-1", f"{b[0]:.4f}"), ("BLEU-4", f"{b[3]:.4f}"),
+            ("BLEU-1", f"{b[0]:.4f}"), ("BLEU-4", f"{b[3]:.4f}"), ("ROUGE-L", f"{result['rouge_l']:.4f}"),
             ("mean generated length", f"{result['mean_generated_words']:.2f} words "
                                       f"({result['mean_generated_tokens']:.2f} tokens)")]
     for name, value in rows:

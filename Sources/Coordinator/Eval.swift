@@ -10,17 +10,18 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Score a checkpoint on held-out data, in this process or on workers.",
         discussion: """
-            Multiple choice: the argmax of the choice letters' logits at answer_position, over the first
-            num_choices letters; overall accuracy, and per ScienceQA category (NAT/SOC/LAN, TXT/IMG/NO,
-            G1-6/G7-12) when the dataset has meta/*. Caption data: the mean token loss, and with
-            --generate a greedy caption per row written as JSON lines {"index", "generated" (token ids),
+            Multiple choice: the argmax of the choice letters' logits at answer_position, over the first \
+            num_choices letters; overall accuracy, and per ScienceQA category (NAT/SOC/LAN, TXT/IMG/NO, \
+            G1-6/G7-12) when the dataset has meta/*. Caption data: the mean token loss, and with \
+            --generate a greedy caption per row written as JSON lines {"index", "generated" (token ids), \
             "references"}; Scripts/caption_metrics.py decodes them and computes CIDEr-D, BLEU-4 and ROUGE-L.
 
-            The rows are scored in units of --batch-size rows (default data.micro_batch), each at its own
-            longest row: the figures depend on the unit size, never on where the units run. By default
-            they run in this process; --workers N starts N local worker processes (as cluster.launcher:
-            local does), and --distributed uses the job's cluster section (manual: workers join with
-            `worker --join`; slurm: from an allocation), with failed units retried elsewhere as in training.
+            The rows are scored in units of --batch-size rows (default data.micro_batch), each at its own \
+            longest row: the figures depend on the unit size, never on where the units run. By default \
+            they run in this process; --workers N starts N local worker processes, and --launcher \
+            local|manual|slurm runs them as `train` would with that launcher and the job's cluster section \
+            (manual: workers join with `worker --join`; slurm: workers from the allocation), with failed \
+            units retried elsewhere as in training.
             """)
 
     @OptionGroup var job: JobOptions
@@ -28,9 +29,10 @@ struct Eval: ParsableCommand {
     var checkpoint: String
     @Option(help: "Dataset to score (default: data.eval of the job).") var data: String?
     @Option(help: "Rows per unit (one forward pass), default data.micro_batch.") var batchSize: Int?
-    @Option(help: "Score on this many local worker processes instead of in this process.") var workers: Int?
-    @Flag(help: "Score where the job's cluster section says (launcher, bind, workers), as train does.")
-    var distributed = false
+    @Option(help: "Score on this many local worker processes (--launcher local with cluster.workers N).") var workers: Int?
+    @Option(help: ArgumentHelp("Where the units run: inprocess (default), or a launcher as in the job's cluster section.",
+                               valueName: "inprocess|local|manual|slurm"))
+    var launcher: Launcher?
     @Option(help: ArgumentHelp("Also write the report as JSON to this file ('-' for stdout).", valueName: "FILE"))
     var json: String?
     @Option(help: ArgumentHelp("Caption data: write each row's greedy caption as JSON lines to this file.", valueName: "FILE"))
@@ -42,7 +44,9 @@ struct Eval: ParsableCommand {
     func validate() throws {
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
-        if workers != nil && distributed { throw ValidationError("--workers starts local workers and --distributed uses the job's cluster section: give one") }
+        if let workers, let launcher, launcher != .local || workers < 1 {
+            throw ValidationError("--workers N starts N local workers; it goes with no --launcher or --launcher local")
+        }
         let limit = WireLimits().maxGeneratedTokens
         guard (1...limit).contains(maxNewTokens) else { throw ValidationError("--max-new-tokens must be in 1...\(limit)") }
     }
@@ -50,12 +54,9 @@ struct Eval: ParsableCommand {
     func run() throws {
         Interruption.install()
         var config = try job.load()
-        if let workers {
-            config.cluster.launcher = .local
-            config.cluster.workers = workers
-        } else if !distributed {
-            config.cluster.launcher = .inprocess
-        }
+        config.cluster.launcher = launcher ?? (workers == nil ? .inprocess : .local)
+        if let workers { config.cluster.workers = workers }
+        try config.validate(source: job.config)
         let setup = try JobSetup(job: config, loading: config.cluster.launcher == .inprocess)
         let ck = try Checkpoint.read(fileOrDirectory: checkpoint, expecting: setup.fuser.parameterShapes)
         let state = try TrainState(checkpoint: ck, fuser: setup.fuser, backbone: setup.fingerprint)

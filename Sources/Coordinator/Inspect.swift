@@ -16,9 +16,9 @@ struct InspectBackbone: ParsableCommand {
         commandName: "backbone",
         abstract: "Run the frozen backbones on given inputs and write every hidden state, as transformers would.",
         discussion: """
-            IN.h5: pixel_values float32 [B,3,H,W] (already normalised), input_ids int32 [B,T], and optionally
-            attention_mask (int32 or uint8 [B,T], 1 = real token, right padding).
-            OUT.h5: vision/hidden_states float32 [Lv+1,B,1+Np,Dv], language/hidden_states float32 [L+1,B,T,d],
+            IN.h5: pixel_values float32 [B,3,H,W] (already normalised), input_ids int32 [B,T], and optionally \
+            attention_mask (int32 or uint8 [B,T], 1 = real token, right padding). \
+            OUT.h5: vision/hidden_states float32 [Lv+1,B,1+Np,Dv], language/hidden_states float32 [L+1,B,T,d], \
             language/logits float32 [B,T,V] — the semantics of transformers' output_hidden_states=True.
             """)
 
@@ -93,8 +93,8 @@ struct InspectGradients: ParsableCommand {
         commandName: "gradients",
         abstract: "Write the loss and the gradient of every trainable tensor over some samples, dropout off.",
         discussion: """
-            OUT.h5 gets /loss (DESIGN.md §4: summed token loss / label count over samples A..B-1) and
-            /grads/<name> for each trainable tensor. Scripts/reference/dehvf_reference.py writes the same from
+            OUT.h5 gets /loss (DESIGN.md §4: summed token loss / label count over samples A..B-1) and \
+            /grads/<name> for each trainable tensor. Scripts/reference/dehvf_reference.py writes the same from \
             PyTorch, so the two can be compared.
             """)
 

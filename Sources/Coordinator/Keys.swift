@@ -5,10 +5,10 @@ struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make CURVE key pairs for a job: one for the coordinator and one per worker.",
         discussion: """
-            Writes OUT/coordinator.key (public) and OUT/coordinator.key_secret, and OUT/workers/worker-N.key and
-            OUT/worker-N.key_secret. Point security.secret_key at the coordinator's secret and
-            security.allowed_workers at OUT/workers; give each worker its secret and the coordinator's public key.
-            OUT and OUT/workers are made mode 0700 (an existing one that others can enter is refused), secrets
+            Writes OUT/coordinator.key (public) and OUT/coordinator.key_secret, and OUT/workers/worker-N.key and \
+            OUT/worker-N.key_secret. Point security.secret_key at the coordinator's secret and \
+            security.allowed_workers at OUT/workers; give each worker its secret and the coordinator's public key. \
+            OUT and OUT/workers are made mode 0700 (an existing one that others can enter is refused), secrets \
             0600. Keys already in OUT are an error, unless --force.
             """)
     @Option(help: "Directory to write.") var out: String = "keys"

@@ -8,11 +8,11 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Before loading any weights: memory per process, FLOPs per sample and per step, and the time the job will take.",
         discussion: """
-            Reads only the backbones' config.json and safetensors headers and the dataset's shapes. Memory
-            follows the code's own buffers (the LLM's training activations at the longest micro-batch, the
-            fuser, the label rows' logits, one image through the ViT, the feature cache) plus a fixed runtime
-            overhead; backbone pages are mapped from files and shared by the processes of a node (RSS counts
-            them in each, PSS splits them). The time is at this machine's sgemm ceiling, measured now
+            Reads only the backbones' config.json and safetensors headers and the dataset's shapes. Memory \
+            follows the code's own buffers (the LLM's training activations at the longest micro-batch, the \
+            fuser, the label rows' logits, one image through the ViT, the feature cache) plus a fixed runtime \
+            overhead; backbone pages are mapped from files and shared by the processes of a node (RSS counts \
+            them in each, PSS splits them). The time is at this machine's sgemm ceiling, measured now \
             (OpenBLAS on compute.threads threads), and at the fraction of it a step reaches (--efficiency).
             """)
 

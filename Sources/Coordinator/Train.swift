@@ -12,9 +12,9 @@ struct Train: ParsableCommand {
               local      cluster.workers `worker` processes started here, over ZeroMQ
               manual     workers that join with `worker --join tcp://HOST:PORT`
               slurm      workers started by srun (see clusters/slurm/train.sbatch)
-            Progress goes to stderr; one JSON line per step is appended to CHECKPOINT_DIR/train.jsonl.
-            Checkpoints are written every checkpoint.every steps and at the end; --resume continues a job.
-            A checkpoint.dir that already holds checkpoints is refused without --resume or --fresh, and one
+            Progress goes to stderr; one JSON line per step is appended to CHECKPOINT_DIR/train.jsonl. \
+            Checkpoints are written every checkpoint.every steps and at the end; --resume continues a job. \
+            A checkpoint.dir that already holds checkpoints is refused without --resume or --fresh, and one \
             that another training run is using (CHECKPOINT_DIR/.lock) is refused.
             """)
 

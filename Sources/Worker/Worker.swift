@@ -62,7 +62,16 @@ struct WorkerCommand: ParsableCommand {
         let loop = try WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
                                   heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
         let code = try loop.run()
+        if loop.inFlight > 0 { Self.exitNow(code) }
         if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Leaves while a micro-batch is still computing (the coordinator ended the job, or is gone): skips
+    /// the exit handlers, because OpenBLAS's would free the buffers the compute thread is writing into
+    /// (a SIGSEGV at the end of a cancelled Slurm job). Nothing is lost: the unit's result is no longer wanted.
+    static func exitNow(_ code: Int32) -> Never {
+        fflush(nil)
+        _exit(code)
     }
 }
 
@@ -83,7 +92,7 @@ enum ParentWatch {
             var byte: UInt8 = 0
             if read(STDIN_FILENO, &byte, 1) <= 0 {
                 say("the coordinator that started this worker is gone; exiting")
-                exit(1)
+                WorkerCommand.exitNow(1)
             }
         }
         s.resume()

@@ -141,4 +141,23 @@ struct PrepareScriptTests {
         #expect(abs(bleu - 1) < 1e-6, "\(exact)")
         #expect((worse["cider_d"] as? Double ?? 10) < cider - 1, "\(worse)")
     }
+
+    @Test("caption_metrics.py's CIDEr-D, BLEU-1..4 and ROUGE-L equal pycocoevalcap's on the golden captions (Scripts/reference/caption_metrics_golden.py)")
+    func captionMetricsGolden() throws {
+        let py = try python3()
+        let r = try run(py, ["-c", """
+            import json, sys
+            sys.path.insert(0, sys.argv[1])
+            import caption_metrics as cm
+            g = json.load(open(sys.argv[2]))
+            ours = {"cider_d": cm.cider_d(g["hypotheses"], g["references"]), "bleu": cm.bleu(g["hypotheses"], g["references"]),
+                    "rouge_l": cm.rouge_l(g["hypotheses"], g["references"])}
+            worst = max(abs(x - y) for k in ours for x, y in zip(ours[k], g[k]))
+            assert all(len(ours[k]) == len(g[k]) for k in ours)
+            print(worst)
+            """, packageRoot + "/Scripts", packageRoot + "/Tests/Fixtures/captions/metrics_golden.json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let worst = Double(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .infinity
+        #expect(worst <= 1e-9, "largest difference from pycocoevalcap: \(r.stdout)")
+    }
 }

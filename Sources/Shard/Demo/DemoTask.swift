@@ -131,8 +131,25 @@ extension DemoTask {
                                                    numAttentionHeads: 4, vocabSize: vocabularySize)
     public static let defaultBackboneSeed: UInt64 = 3
 
-    /// Writes `vision/`, `language/` (Hugging Face directories), `train.h5` and `test.h5` under `directory`.
-    public static func write(to directory: URL, trainSamples: Int = 16000, testSamples: Int = 500,
+    /// A Hugging Face `tokenizer.json` for ``vocabulary`` (a word-level model over whitespace-split words;
+    /// `<pad>`, `<bos>` and `<eos>` special), so Scripts/caption_metrics.py decodes the demo's captions
+    /// as it decodes a real model's.
+    public static func tokenizerJSON() -> String {
+        func quoted(_ s: String) -> String { "\"" + s + "\"" }   // the vocabulary needs no escaping
+        let special = ["<pad>", "<bos>", "<eos>"].map { w in
+            "{\"id\":\(id(w)),\"content\":\(quoted(w)),\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
+                + "\"normalized\":false,\"special\":true}"
+        }
+        let vocab = vocabulary.enumerated().map { "\(quoted($1)):\($0)" }
+        return "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[\(special.joined(separator: ","))],"
+            + "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"},\"post_processor\":null,\"decoder\":null,"
+            + "\"model\":{\"type\":\"WordLevel\",\"vocab\":{\(vocab.joined(separator: ","))},\"unk_token\":\"<pad>\"}}\n"
+    }
+
+    /// Writes `vision/`, `language/` (Hugging Face directories, the language one with the demo's
+    /// `tokenizer.json`), `train.h5` and `test.h5` under `directory`: the multiple-choice task, or with
+    /// `task: .caption` its caption variant (``captionContents(count:seed:)``, the same images).
+    public static func write(to directory: URL, task: DatasetTask = .multipleChoice, trainSamples: Int = 16000, testSamples: Int = 500,
                              backboneSeed: UInt64 = defaultBackboneSeed, progress: (String) -> Void = { _ in }) throws {
         let fm = FileManager.default
         for (name, made) in [("vision", RandomBackbone.clipVision(visionConfig, seed: backboneSeed)),
@@ -142,7 +159,18 @@ extension DemoTask {
             try made.config.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
             try SafetensorsWriter.write(made.tensors,
                                         to: dir.appendingPathComponent("model.safetensors"))
+            if name == "language" {
+                try tokenizerJSON().write(to: dir.appendingPathComponent("tokenizer.json"), atomically: true, encoding: .utf8)
+            }
             progress("wrote \(dir.path)")
+        }
+        if task == .caption {
+            for (file, count, seed) in [("train.h5", trainSamples, UInt64(1)), ("test.h5", testSamples, UInt64(2))] {
+                let path = directory.appendingPathComponent(file).path
+                try DatasetWriter.write(captionContents(count: count, seed: seed), to: path)
+                progress("wrote \(path) (\(count) captions)")
+            }
+            return
         }
         // Train and test samples come from disjoint seeds of the same generator.
         for (file, count, seed) in [("train.h5", trainSamples, UInt64(1)), ("test.h5", testSamples, UInt64(2))] {
