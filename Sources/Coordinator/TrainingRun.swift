@@ -143,12 +143,7 @@ final class TrainingRun {
             let loss = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : state.skip(combined)
             consecutiveSkips = finite ? 0 : consecutiveSkips + 1
             if !finite {
-                Console.say("train: step \(step): the combined gradient is not finite; the step is skipped (parameters unchanged)")
-                guard consecutiveSkips < Self.maxConsecutiveSkips else {
-                    throw UserError("\(consecutiveSkips) steps in a row (the last is step \(step)) had non-finite gradients: the "
-                        + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
-                        + "an earlier checkpoint with --resume PATH")
-                }
+                Console.say("train: step \(step + 1): the combined gradient is not finite; the step is skipped (parameters unchanged)")
             }
             let now = Date()
             // Where the step went: compute per worker (micro-batch time spread over the workers), the
@@ -172,6 +167,11 @@ final class TrainingRun {
                 line["loss"] = nil   // JSON has no NaN
             }
             writeLog(line)
+            guard consecutiveSkips < Self.maxConsecutiveSkips else {
+                throw UserError("\(consecutiveSkips) steps in a row (the last is step \(step + 1)) had non-finite gradients: the "
+                    + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
+                    + "an earlier checkpoint with --resume PATH")
+            }
             Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
                                     loss, lr, rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {

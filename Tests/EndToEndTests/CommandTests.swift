@@ -105,6 +105,23 @@ struct CommandTests {
         #expect(r.output.contains("projector.fc1.weight"), "\(r.output)")
     }
 
+    @Test("a diverging run (lr 1e30): non-finite steps are skipped and logged, the third in a row ends the job saying what to do")
+    func divergence() throws {
+        let dir = try Demo.scratch("diverge")
+        let job = try Demo.job(in: dir, launcher: "inprocess", port: Demo.port(), steps: 10, extra: "")
+        let t = try Child("coordinator", ["train", "--config", job, "--set", "optim.lr=1e30", "--set", "optim.warmup_steps=0"],
+                          log: dir.path + "/train.log")
+        #expect(try t.wait() != 0)
+        #expect(t.output.contains("step 2: the combined gradient is not finite; the step is skipped"), "\(t.output)")
+        #expect(t.output.contains("3 steps in a row (the last is step 4) had non-finite gradients")
+                && t.output.contains("Lower optim.lr"), "\(t.output)")
+        let lines = try String(contentsOf: dir.appendingPathComponent("run/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(lines.count == 4, "one applied step, then three skipped: \(lines)")
+        #expect(lines.first?["loss"] is Double && lines.first?["skipped"] == nil)
+        #expect(lines.dropFirst().allSatisfy { $0["skipped"] as? Bool == true && $0["loss"] == nil }, "\(lines)")
+    }
+
     @Test("a typo in the job file is an error that names the key")
     func unknownKey() throws {
         let dir = try Demo.scratch("typo")
