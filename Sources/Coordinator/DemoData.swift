@@ -13,7 +13,7 @@ struct DemoData: ParsableCommand {
             OUT/train.h5 and OUT/test.h5 (DESIGN.md §5). Each 32x32 image shows one shape in one colour; each \
             question asks for the colour or the shape, with four options in a fixed order, so the answer \
             depends on the image alone (chance is 25%). With --task caption the rows are instead captions of \
-            the same kind of images ("the red circle"), with the reference caption per test row for \
+            the same kind of images ("a red circle is shown"), with the reference caption per test row for \
             Scripts/caption_metrics.py; OUT/language/tokenizer.json decodes them. Nothing is downloaded.
             """)
 

@@ -18,7 +18,7 @@ public enum DemoTask {
     public static let vocabulary: [String] = [
         "<pad>", "<bos>", "<eos>", "what", "color", "is", "the", "shape", "?", "shown", "(A)", "(B)", "(C)", "(D)",
         "answer", ":", "A", "B", "C", "D",
-    ] + colors + shapes
+    ] + colors + shapes + ["a"]
     public static let vocabularySize = 64  // the demo LLM's embedding rows (room to spare)
     public static let padID: Int32 = 0
     public static func id(_ word: String) -> Int32 { Int32(vocabulary.firstIndex(of: word)!) }
@@ -93,9 +93,10 @@ public enum DemoTask {
 
 extension DemoTask {
     /// The caption variant: the same images, the prompt "what is shown ?" and the caption
-    /// "the <colour> <shape> <eos>" (labelled), padded to `captionTokens`. References: the caption as a
-    /// JSON list, for `eval --generate` and Scripts/caption_metrics.py.
-    public static let captionTokens = 9
+    /// "a <colour> <shape> is shown <eos>" (labelled), padded to `captionTokens`. Five words, so BLEU-4
+    /// has 4-grams to count. References: the caption as a JSON list, for `eval --generate` and
+    /// Scripts/caption_metrics.py.
+    public static let captionTokens = 11
 
     public static func captionContents(count: Int, seed: UInt64) -> DatasetContents {
         var c = DatasetContents(task: .caption, count: count, tokens: captionTokens, imageHeight: imageSize,
@@ -110,12 +111,12 @@ extension DemoTask {
             c.images.replaceSubrange(i * pixels..<(i + 1) * pixels, with: render(shape: shape, color: color, rng: &rng))
             c.hasImage[i] = 1
             let prompt = ["<bos>", "what", "is", "shown", "?"].map(id)
-            let caption = ["the", colors[color], shapes[shape], "<eos>"].map(id)
+            let caption = ["a", colors[color], shapes[shape], "is", "shown", "<eos>"].map(id)
             let row = i * captionTokens
             c.inputIDs.replaceSubrange(row..<(row + prompt.count + caption.count), with: prompt + caption)
             for (k, t) in caption.enumerated() { c.labels[row + prompt.count + k] = t }
             c.lengths[i] = Int32(prompt.count + caption.count)
-            c.references!.append("[\"the \(colors[color]) \(shapes[shape])\"]")
+            c.references!.append("[\"a \(colors[color]) \(shapes[shape]) is shown\"]")
         }
         return c
     }
