@@ -140,7 +140,8 @@ final class TrainingRun {
             let exchanged = Date()
             let combined = try ExactSum.combine(records)
             let finite = combined.isFinite
-            let loss = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : state.skip(combined)
+            let report: StepReport? = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : nil
+            let loss = report?.loss ?? state.skip(combined)
             consecutiveSkips = finite ? 0 : consecutiveSkips + 1
             if !finite {
                 Console.say("train: step \(step): the combined gradient is not finite; the step is skipped (parameters unchanged)")
@@ -167,13 +168,15 @@ final class TrainingRun {
                                        "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
                                        "exchange_s": timing.exchange, "combine_s": timing.combine, "samples_per_s": rate,
                                        "workers": executor.workersAlive]
+            if let report { line["grad_norm"] = report.gradNorm }
             if !finite {
                 line["skipped"] = true
                 line["loss"] = nil   // JSON has no NaN
             }
             writeLog(line)
-            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
-                                    loss, lr, rate, executor.status, formatDuration(eta)))
+            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3g%@  %.0f samples/s  %@  ETA %@",
+                                    state.step, totalSteps, loss, lr, report?.gradNorm ?? .nan,
+                                    (report?.clipCoefficient ?? 1) < 1 ? " (clipped)" : "", rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
                 try saveCheckpoint()
             }
