@@ -59,6 +59,7 @@ struct JobConfigTests {
         #expect(c.checkpoint.dir.path == root.appendingPathComponent("runs/demo").path)
         #expect(c.model.featureScale == 0.1 && c.model.injectionScale == 3.0)
         #expect(c.data.microBatch == 8 && c.optim.lr == 5e-3 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
+        #expect(c.optim.maxGradNorm == nil && c.logging.tensorboard)
         #expect(c.checkpoint.every == 500 && c.cluster.launcher == .local)
     }
 
