@@ -23,7 +23,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from a checkpoint: 'latest' (in checkpoint.dir) or a file.", valueName: "latest|PATH"))
     var resume: String?
 
-    @Flag(help: "Start over in a checkpoint.dir that holds an earlier run: remove its checkpoints, latest, train.jsonl and worker logs first.")
+    @Flag(help: "Start over in a checkpoint.dir that holds an earlier run: remove its checkpoints, latest, train.jsonl, worker logs and TensorBoard events first.")
     var fresh = false
 
     func validate() throws {

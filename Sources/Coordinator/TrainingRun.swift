@@ -17,6 +17,9 @@ final class TrainingRun {
     let state: TrainState
     let totalSteps: Int
     let log: FileHandle
+    /// `CHECKPOINT_DIR/tb`'s event file of this run (`logging.tensorboard`): every train.jsonl line as
+    /// scalars.
+    let tensorboard: TensorBoardLog?
     var timings = StepTimings()
     /// The step of the newest checkpoint this run wrote or resumed from.
     var savedStep: Int?
@@ -60,7 +63,7 @@ final class TrainingRun {
                 ?? "the latest file of an earlier run"
             throw UserError("\(dir) already holds \(what). "
                 + "Continue it with --resume latest, or start over with --fresh (which removes its checkpoints, latest, "
-                + "train.jsonl and worker logs, nothing else), or set checkpoint.dir to a new directory")
+                + "train.jsonl, worker logs and tb/ event files, nothing else), or set checkpoint.dir to a new directory")
         }
         return directory
     }
@@ -107,6 +110,17 @@ final class TrainingRun {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
+        if job.logging.tensorboard {
+            let tb = job.checkpoint.dir.appending(TensorBoardLog.directoryName)
+            do {
+                tensorboard = try TensorBoardLog(directory: tb)
+            } catch {
+                throw UserError("cannot create a TensorBoard event file in \(tb); make it writable, or set logging.tensorboard: false",
+                                cause: error)
+            }
+        } else {
+            tensorboard = nil
+        }
         let count = setup.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
         Console.say("train: \(job.model.fusion), \(count) trainable parameters, \(setup.train.count) samples, "
             + "\(totalSteps) steps of \(job.data.globalBatch) (\(sampler.microBatchesPerStep) micro-batches of \(job.data.microBatch)); "
@@ -140,7 +154,8 @@ final class TrainingRun {
             let exchanged = Date()
             let combined = try ExactSum.combine(records)
             let finite = combined.isFinite
-            let loss = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : state.skip(combined)
+            let report: StepReport? = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : nil
+            let loss = report?.loss ?? state.skip(combined)
             consecutiveSkips = finite ? 0 : consecutiveSkips + 1
             if !finite {
                 Console.say("train: step \(step + 1): the combined gradient is not finite; the step is skipped (parameters unchanged)")
@@ -162,6 +177,7 @@ final class TrainingRun {
                                        "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
                                        "exchange_s": timing.exchange, "combine_s": timing.combine, "samples_per_s": rate,
                                        "workers": executor.workersAlive]
+            if let report { line["grad_norm"] = report.gradNorm }
             if !finite {
                 line["skipped"] = true
                 line["loss"] = nil   // JSON has no NaN
@@ -172,8 +188,9 @@ final class TrainingRun {
                     + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
                     + "an earlier checkpoint with --resume PATH")
             }
-            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  %.0f samples/s  %@  ETA %@", state.step, totalSteps,
-                                    loss, lr, rate, executor.status, formatDuration(eta)))
+            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3g%@  %.0f samples/s  %@  ETA %@",
+                                    state.step, totalSteps, loss, lr, report?.gradNorm ?? .nan,
+                                    (report?.clipCoefficient ?? 1) < 1 ? " (clipped)" : "", rate, executor.status, formatDuration(eta)))
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
                 try saveCheckpoint()
             }
@@ -263,9 +280,16 @@ final class TrainingRun {
         if !Console.isTerminal { Console.say("train: checkpoint \(path)") }
     }
 
+    /// Appends a line to train.jsonl, and its figures to the TensorBoard log.
     func writeLog(_ fields: [String: Any]) {
         guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         log.write(data + Data("\n".utf8))
+        if let tensorboard, tensorboard.failure == nil, let points = TensorBoardLog.points(fromLogLine: fields) {
+            tensorboard.write(step: points.step, points.scalars)
+            if let error = tensorboard.failure {
+                Console.say("train: cannot write \(tensorboard.path) (\(error)); TensorBoard logging stops, train.jsonl goes on")
+            }
+        }
     }
 
     /// The frozen models, loaded the first time this process computes.

@@ -39,10 +39,11 @@ public final class TrainState {
     }
 
     /// Applies one optimizer step from the exact sum of every micro-batch record of step `step`: the
-    /// summed gradient is divided by the global batch's label count, then AdamW updates new copies of the
-    /// parameters. `combined` is not modified. Returns the step's loss (summed loss / label count).
+    /// summed gradient is divided by the global batch's label count, its global L2 norm is taken, with
+    /// `optim.max_grad_norm` it is clipped to that norm, then AdamW updates new copies of the parameters.
+    /// `combined` is not modified.
     @discardableResult
-    public func apply(_ combined: MicroBatchGradients, optim: JobConfig.Optim, totalSteps: Int) throws -> Float {
+    public func apply(_ combined: MicroBatchGradients, optim: JobConfig.Optim, totalSteps: Int) throws -> StepReport {
         guard combined.grads.names == params.names else {
             throw ExactSumError(message: "gradients \(combined.grads.names) do not match parameters \(params.names)")
         }
@@ -51,20 +52,51 @@ public final class TrainState {
         let adam = AdamW(betas: (Float(optim.betas[0]), Float(optim.betas[1])), eps: Float(optim.eps),
                          weightDecay: Float(optim.weightDecay))
         let inv = Float(count)
-        var next: [NamedTensor] = []
-        for (i, g) in combined.grads.enumerated() {
+        var grads: [Tensor] = []
+        for g in combined.grads {
             let grad = Tensor(zeros: g.tensor.shape)
-            for k in 0..<grad.count { grad.data[k] = g.tensor.data[k] / inv }
+            let src = g.tensor.buffer, dst = grad.buffer
+            for k in 0..<dst.count { dst[k] = src[k] / inv }
+            grads.append(grad)
+        }
+        let norm = Self.globalNorm(grads)
+        let coefficient = optim.gradientClip.map { Self.clipCoefficient(maxNorm: $0, norm: norm) } ?? 1
+        var next: [NamedTensor] = []
+        for (i, grad) in grads.enumerated() {
+            if coefficient < 1 {
+                let g = grad.buffer
+                for k in 0..<g.count { g[k] *= coefficient }
+            }
             let param = params.tensors[i].copy()
             adam.update(param: param, grad: grad, expAvg: expAvg.tensors[i], expAvgSq: expAvgSq.tensors[i],
                         step: step, lr: lr)
-            next.append(NamedTensor(g.name, param))
+            next.append(NamedTensor(params.names[i], param))
         }
         params = TensorSet(next)
         let loss = Float(combined.lossSum / Double(count))
         history.append(loss)
         step += 1
-        return loss
+        return StepReport(loss: loss, gradNorm: norm, clipCoefficient: coefficient)
+    }
+
+    /// The global L2 norm of a set of gradients, as `clip_grad_norm_` takes it over all parameters: the
+    /// squares are added in Double, tensor by tensor in the set's order (the parameters' order, DESIGN.md
+    /// §4) and element by element, so equal gradients give the same bits whatever computed them.
+    public static func globalNorm(_ grads: [Tensor]) -> Double {
+        var sum = 0.0
+        for t in grads {
+            for x in t.buffer {
+                let v = Double(x)
+                sum += v * v
+            }
+        }
+        return sum.squareRoot()
+    }
+
+    /// `clip_grad_norm_`'s factor: max_norm / (norm + 1e-6) in float32, at most 1 (the gradient is only
+    /// ever scaled down).
+    public static func clipCoefficient(maxNorm: Double, norm: Double) -> Float {
+        min(1, Float(maxNorm) / (Float(norm) + 1e-6))
     }
 
     /// Skips step `step` (its combined gradient is not finite, as mixed-precision training skips): the
@@ -82,4 +114,14 @@ public final class TrainState {
         Checkpoint(step: step, epoch: epoch, seed: UInt64(job.data.seed), config: job.canonicalJSON(), backbone: backbone,
                    params: params, expAvg: expAvg, expAvgSq: expAvgSq, lossHistory: history)
     }
+}
+
+/// What ``TrainState/apply(_:optim:totalSteps:)`` did with one step.
+public struct StepReport: Sendable, Equatable {
+    /// Summed loss / label count.
+    public var loss: Float
+    /// Global L2 norm of the combined gradient (divided by the label count), before any clipping.
+    public var gradNorm: Double
+    /// The factor the gradient was multiplied by: 1 unless `optim.max_grad_norm` clipped it.
+    public var clipCoefficient: Float
 }

@@ -38,7 +38,8 @@ struct JobConfigTests {
         #expect(c.data.featureCache == nil && c.data.featureMemoryMB == 4096)
         #expect(c.optim.lr == 1e-3 && c.optim.betas == [0.9, 0.95] && c.optim.eps == 1e-8)
         #expect(c.optim.weightDecay == 0.02 && c.optim.warmupSteps == 10 && c.optim.totalSteps(stepsPerEpoch: 7) == 300 && c.optim.epochs == nil)
-        #expect(c.compute.threads == 1)
+        #expect(c.optim.maxGradNorm == nil && c.optim.gradientClip == nil)
+        #expect(c.compute.threads == 1 && c.logging.tensorboard)
         #expect(c.checkpoint.every == 50 && c.checkpoint.keep == 3 && c.checkpoint.dir == "/jobs/a/runs")
         #expect(c.checkpoint.keepBest == BestMetric.none && c.eval.every == 0)
         #expect(c.cluster.launcher == .local && c.cluster.workers == 2 && c.cluster.bind == "tcp://127.0.0.1:5555")
@@ -58,6 +59,7 @@ struct JobConfigTests {
         #expect(c.checkpoint.dir.path == root.appendingPathComponent("runs/demo").path)
         #expect(c.model.featureScale == 0.1 && c.model.injectionScale == 3.0)
         #expect(c.data.microBatch == 8 && c.optim.lr == 5e-3 && c.optim.warmupSteps == 30 && c.optim.steps == 3000)
+        #expect(c.optim.maxGradNorm == nil && c.logging.tensorboard)
         #expect(c.checkpoint.every == 500 && c.cluster.launcher == .local)
     }
 
@@ -149,12 +151,28 @@ struct JobConfigTests {
         let a = try parse(Self.minimal)
         let b = try parse(Self.minimal, ["cluster.bind=tcp://10.0.0.1:7000", "cluster.workers=9", "checkpoint.every=7", "security.curve=true",
                                          "data.feature_cache=/scratch/f", "data.feature_memory_mb=64",
-                                         "eval.every=5", "checkpoint.keep_best=loss", "data.eval=e.h5"])
+                                         "eval.every=5", "checkpoint.keep_best=loss", "data.eval=e.h5", "logging.tensorboard=false"])
         let c = try parse(Self.minimal, ["optim.lr=0.002"])
         #expect(a.jobID == b.jobID)
         #expect(a.jobID != c.jobID)
+        // Clipping changes what is trained; 0 and null are the documented spellings of off.
+        let clipped = try parse(Self.minimal, ["optim.max_grad_norm=1.0"])
+        #expect(clipped.optim.gradientClip == 1.0 && clipped.jobID != a.jobID)
+        #expect(try parse(Self.minimal, ["optim.max_grad_norm=0.5"]).jobID != clipped.jobID)
+        #expect(try parse(Self.minimal + "\noptim: {max_grad_norm: 0}").jobID == a.jobID)
+        #expect(try parse(Self.minimal + "\noptim: {max_grad_norm: null}").jobID == a.jobID)
+        #expect(try JobConfig(json: clipped.canonicalJSON()).optim.maxGradNorm == 1.0)
         #expect(a.jobIDString.count == 16)
         #expect(try JobConfig(json: a.canonicalJSON()).jobID == a.jobID)
+    }
+
+    @Test("optim.max_grad_norm must be a number >= 0; logging.tensorboard a boolean")
+    func clippingAndLogging() {
+        #expect(problems(Self.minimal, ["optim.max_grad_norm=-1"]).contains { $0.key == "optim.max_grad_norm" && $0.code == .invalidValue })
+        #expect(problems(Self.minimal + "\noptim: {max_grad_norm: big}").contains { $0.key == "optim.max_grad_norm" && $0.code == .wrongType })
+        #expect(problems(Self.minimal + "\nlogging: {tensorboard: maybe}").contains { $0.key == "logging.tensorboard" })
+        #expect(problems(Self.minimal + "\nlogging: {tensorbord: true}").contains { $0.key == "logging.tensorbord" && $0.code == .unknownKey })
+        #expect(problems(Self.minimal + "\noptim: {max_grad_norm: 1.0}\nlogging: {tensorboard: false}").isEmpty)
     }
 
     @Test("invalid YAML and unreadable files are clear errors")

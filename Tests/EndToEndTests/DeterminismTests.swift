@@ -17,9 +17,9 @@ struct DeterminismTests {
     }
 
     /// Trains the demo job in `dir` with `workers` local workers to the end; returns the coordinator's output.
-    func trainLocal(_ dir: URL, workers: Int, extra: String = "", dataExtra: String = "") throws -> String {
+    func trainLocal(_ dir: URL, workers: Int, extra: String = "", dataExtra: String = "", optimExtra: String = "") throws -> String {
         let job = try Demo.job(in: dir, launcher: "local", workers: workers, port: Demo.port(), steps: Self.steps,
-                               extra: extra, dataExtra: dataExtra)
+                               extra: extra, dataExtra: dataExtra, optimExtra: optimExtra)
         let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
         #expect(try c.wait() == 0, "\(c.output)")
         return c.output
@@ -59,6 +59,24 @@ struct DeterminismTests {
         let dir = try Demo.scratch("grouped")
         _ = try trainLocal(dir, workers: 2, dataExtra: grouped)
         try Demo.expectSame(dir, steps: Self.steps, as: reference, "2 workers, rows grouped by length")
+    }
+
+    /// `optim.max_grad_norm` below the demo's gradient norms (about 0.6 to 5 in its first steps), so that many steps clip.
+    static let clip = "max_grad_norm: 1.0"
+    static let clippedReference = Result { try Demo.referenceRun(steps: steps, optimExtra: clip, name: "reference-clipped") }
+
+    @Test("optim.max_grad_norm: 2 and 3 local workers clip to the in-process parameters and log the same grad_norm, bitwise",
+          arguments: [2, 3])
+    func clipped(workers: Int) throws {
+        let dir = try Demo.scratch("clipped\(workers)")
+        _ = try trainLocal(dir, workers: workers, optimExtra: Self.clip)
+        let reference = try Self.clippedReference.get()
+        try Demo.expectSame(dir, steps: Self.steps, as: .success(reference.params), "\(workers) workers, clipped")
+        func norms(_ d: URL) throws -> [Double] { try Demo.log(d).compactMap { $0["grad_norm"] as? Double } }
+        let logged = try norms(dir), want = try norms(reference.dir)
+        #expect(want.count == Self.steps && logged == want, "grad_norm per step: \(logged) vs in-process \(want)")
+        #expect(want.contains { $0 > 1.0 } && want.contains { $0 < 1.0 }, "some steps clip and some do not: \(want)")
+        #expect(!reference.params.isBitwiseEqual(try Self.reference.get()), "clipping changes what is trained")
     }
 
     @Test("a worker killed with SIGKILL mid-step: its work is redone elsewhere")

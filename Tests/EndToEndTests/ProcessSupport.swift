@@ -32,7 +32,8 @@ enum Demo {
     /// A job file in `dir` training the demo for `steps` steps, checkpointing into `dir/run`; the
     /// coordinator listens on `host`:`port`.
     static func job(in dir: URL, launcher: String, workers: Int = 2, host: String = "127.0.0.1", port: Int, steps: Int, every: Int = 1000,
-                    timeoutMs: Int = 1000, extra: String = "", dataExtra: String = "", data: URL? = nil) throws -> String {
+                    timeoutMs: Int = 1000, extra: String = "", dataExtra: String = "", optimExtra: String = "",
+                    data: URL? = nil) throws -> String {
         let d = try data ?? Demo.data()
         let text = """
             model:
@@ -49,6 +50,7 @@ enum Demo {
               lr: 1.0e-2
               warmup_steps: 5
               steps: \(steps)
+              \(optimExtra)
             checkpoint:
               dir: run
               every: \(every)
@@ -73,6 +75,12 @@ enum Demo {
         return (c.step, c.params)
     }
 
+    /// train.jsonl's lines, parsed.
+    static func log(_ dir: URL) throws -> [[String: Any]] {
+        try String(contentsOf: dir.appendingPathComponent("run/train.jsonl"), encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:] }
+    }
+
     static func logLines(_ dir: URL) -> Int {
         ((try? String(contentsOfFile: dir.appendingPathComponent("run/train.jsonl").path, encoding: .utf8)) ?? "")
             .split(separator: "\n").filter { $0.contains("\"loss\"") && !$0.contains("\"eval\"") }.count
@@ -80,14 +88,22 @@ enum Demo {
 
     /// The parameters of an undisturbed in-process run of `steps` steps: what every distributed run of the
     /// same job must reproduce bitwise.
-    static func reference(steps: Int, extra: String = "", dataExtra: String = "", name: String = "reference") throws -> TensorSet {
+    static func reference(steps: Int, extra: String = "", dataExtra: String = "", optimExtra: String = "",
+                          name: String = "reference") throws -> TensorSet {
+        try referenceRun(steps: steps, extra: extra, dataExtra: dataExtra, optimExtra: optimExtra, name: name).params
+    }
+
+    /// ``reference(steps:extra:dataExtra:optimExtra:name:)`` and the directory it ran in.
+    static func referenceRun(steps: Int, extra: String = "", dataExtra: String = "", optimExtra: String = "",
+                             name: String = "reference") throws -> (dir: URL, params: TensorSet) {
         let dir = try scratch("\(name)-\(steps)")
-        let job = try job(in: dir, launcher: "inprocess", port: port(), steps: steps, extra: extra, dataExtra: dataExtra)
+        let job = try job(in: dir, launcher: "inprocess", port: port(), steps: steps, extra: extra, dataExtra: dataExtra,
+                          optimExtra: optimExtra)
         let c = try Child("coordinator", ["train", "--config", job], log: dir.path + "/coordinator.log")
         guard try c.wait() == 0 else { throw TestFailure("reference run failed:\n\(c.output)") }
         let (step, params) = try latest(dir)
         guard step == steps else { throw TestFailure("reference stopped at step \(step)") }
-        return params
+        return (dir, params)
     }
 
     /// Expects the run in `dir` to have finished `steps` steps with exactly `reference`'s parameters.

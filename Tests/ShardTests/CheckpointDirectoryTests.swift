@@ -140,6 +140,12 @@ struct CheckpointDirectoryTests {
         try Data("not hdf5\n".utf8).write(to: dir.fileURL("step-00000005.h5"))
         try DatasetWriter.write(makeContents(n: 2), to: dir.file("step-00000006.h5"))  // HDF5, another format
         try Data("x".utf8).write(to: dir.fileURL("step-0000007.h5"))                   // 7 digits
+        // The TensorBoard log: its event files go with the run; anything else in tb/, or a link, stays.
+        try fm.createDirectory(atPath: dir.file("tb"), withIntermediateDirectories: true)
+        for name in ["events.out.tfevents.1700000000.a", "events.out.tfevents.1700000009.a", "notes.txt"] {
+            try Data("x".utf8).write(to: dir.fileURL("tb/\(name)"))
+        }
+        try fm.createSymbolicLink(atPath: dir.file("tb/events.out.tfevents.1700000010.a"), withDestinationPath: dir.file("tb/notes.txt"))
         return outside
     }
 
@@ -156,9 +162,11 @@ struct CheckpointDirectoryTests {
         #expect(run.checkpoints == ["step-00000001.h5", "step-00000012.h5"])
         #expect(run.runFiles == ["latest", "train.jsonl"])
         #expect(run.workerLogs == ["worker-1.log", "worker-2.log"])
+        #expect(run.eventFiles == ["tb/events.out.tfevents.1700000000.a", "tb/events.out.tfevents.1700000009.a"])
         let reasons = Dictionary(uniqueKeysWithValues: run.leftAlone.map { ($0.name, $0.reason) })
         #expect(Set(reasons.keys) == ["step-00000003.h5", "step-00000004.h5", "step-00000005.h5", "step-00000006.h5",
-                                      "step-notes.h5", "step-0000007.h5", "worker-3.log"])
+                                      "step-notes.h5", "step-0000007.h5", "worker-3.log", "tb/events.out.tfevents.1700000010.a"])
+        #expect(reasons["tb/events.out.tfevents.1700000010.a"] == "a symbolic link")
         #expect(reasons["step-00000003.h5"] == "a directory")
         #expect(reasons["step-00000004.h5"] == "a symbolic link")
         #expect(reasons["worker-3.log"] == "a symbolic link")
@@ -196,12 +204,15 @@ struct CheckpointDirectoryTests {
         try owner.lock()
         let removal = try owner.removeEarlierRun()
         #expect(removal.removed == ["step-00000001.h5", "step-00000012.h5", "latest", "train.jsonl",
-                                    "worker-1.log", "worker-2.log"])
+                                    "worker-1.log", "worker-2.log",
+                                    "tb/events.out.tfevents.1700000000.a", "tb/events.out.tfevents.1700000009.a"])
         #expect(removal.checkpoints == 2)
-        #expect(removal.leftAlone.count == 7)
+        #expect(removal.leftAlone.count == 8)
         let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted()
         #expect(left == [".lock", "notes.txt", "step-00000003.h5", "step-00000004.h5", "step-00000005.h5",
-                         "step-00000006.h5", "step-0000007.h5", "step-notes.h5", "worker-3.log", "worker-x.log"])
+                         "step-00000006.h5", "step-0000007.h5", "step-notes.h5", "tb", "worker-3.log", "worker-x.log"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("tb")).sorted()
+                == ["events.out.tfevents.1700000010.a", "notes.txt"])
         #expect(FileManager.default.fileExists(atPath: dir.file("step-00000003.h5/inside/file")))
         #expect(try Checkpoint.read(path: outside.file("step-00000004.h5")).step == 4, "the link's target is untouched")
         #expect(try String(contentsOfFile: dir.file("step-notes.h5"), encoding: .utf8) == "user data\n")

@@ -15,6 +15,7 @@ public struct JobConfig: Codable, Sendable, Equatable {
     public var eval = Eval()
     public var compute = Compute()
     public var checkpoint = Checkpoint()
+    public var logging = Logging()
     public var cluster = Cluster()
     public var security = Security()
 
@@ -107,17 +108,26 @@ public struct JobConfig: Codable, Sendable, Equatable {
         /// (``totalSteps(stepsPerEpoch:)``).
         public var steps: Int? = nil
         public var epochs: Int? = nil
+        /// Clips the step's combined gradient (the exact sum over the global batch divided by its label
+        /// count) to this global L2 norm before AdamW, with `torch.nn.utils.clip_grad_norm_` semantics:
+        /// every gradient is multiplied by min(1, max_grad_norm / (norm + 1e-6)). Absent, null or 0: off, as
+        /// in the paper's recipe. Part of the job id: it changes what is trained.
+        public var maxGradNorm: Double? = nil
 
         public init() {}
 
         /// Optimizer steps in the whole job.
         public func totalSteps(stepsPerEpoch: Int) -> Int { steps ?? epochs.map { $0 * stepsPerEpoch } ?? 300 }
 
+        /// The clipping threshold, or nil when clipping is off (`max_grad_norm` absent, null or 0).
+        public var gradientClip: Double? { maxGradNorm.flatMap { $0 > 0 ? $0 : nil } }
+
         enum CodingKeys: String, CodingKey {
             case lr, betas, eps
             case weightDecay = "weight_decay"
             case warmupSteps = "warmup_steps"
             case steps, epochs
+            case maxGradNorm = "max_grad_norm"
         }
     }
 
@@ -146,6 +156,14 @@ public struct JobConfig: Codable, Sendable, Equatable {
             case dir, every, keep
             case keepBest = "keep_best"
         }
+    }
+
+    /// What the coordinator records beside train.jsonl. Not part of the job's identity.
+    public struct Logging: Codable, Sendable, Equatable {
+        /// TensorBoard event files in `CHECKPOINT_DIR/tb` (``TensorBoardLog``): the train.jsonl figures
+        /// as scalars, x = optimizer steps completed.
+        public var tensorboard = true
+        public init() {}
     }
 
     public struct Cluster: Codable, Sendable, Equatable {

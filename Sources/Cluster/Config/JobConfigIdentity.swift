@@ -18,8 +18,8 @@ extension JobConfig {
     }
 
     /// A deterministic 64-bit job id: FNV-1a of the canonical JSON with the fields that say where and
-    /// how the job runs (cluster, security, checkpoint and evaluation policy, the held-out set, where ViT
-    /// features are kept) reset to defaults, so a coordinator resumed on another port or with more
+    /// how the job runs (cluster, security, checkpoint, logging and evaluation policy, the held-out set,
+    /// where ViT features are kept) reset to defaults, so a coordinator resumed on another port or with more
     /// workers keeps the same id, while any change to what is trained (model, data, optimizer, compute
     /// threads) makes a new one.
     public var jobID: UInt64 {
@@ -27,7 +27,9 @@ extension JobConfig {
         c.cluster = Cluster()
         c.security = Security()
         c.checkpoint = Checkpoint()
+        c.logging = Logging()
         c.eval = Eval()
+        c.optim.maxGradNorm = optim.gradientClip   // 0 and null both mean off: one id
         c.data.eval = nil   // which held-out set is scored changes nothing trained
         c.data.withoutFeatureKeeping()
         return Self.fnv1a(c.canonicalJSON())

@@ -38,6 +38,10 @@ extension JobConfig {
         }
         if !(optim.eps > 0) { bad("optim.eps", "must be > 0, found \(optim.eps)") }
         if !(optim.weightDecay >= 0) { bad("optim.weight_decay", "must be >= 0, found \(optim.weightDecay)") }
+        if let m = optim.maxGradNorm, !(m >= 0) {
+            bad("optim.max_grad_norm", "must be > 0 (the largest global L2 norm of a step's gradient), or 0 or absent for no "
+                + "clipping, found \(m)")
+        }
         if optim.warmupSteps < 0 { bad("optim.warmup_steps", "must be >= 0, found \(optim.warmupSteps)") }
         switch (optim.steps, optim.epochs) {
         case (nil, nil): break

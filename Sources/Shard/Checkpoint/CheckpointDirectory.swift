@@ -14,6 +14,8 @@ import Foundation
 public final class CheckpointDirectory {
     public static let lockName = ".lock"
     public static let logName = "train.jsonl"
+    /// The coordinator's TensorBoard event files: `tb/events.out.tfevents.*` (`logging.tensorboard`).
+    public static let eventDirectory = "tb", eventFilePrefix = "events.out.tfevents."
 
     public let path: String
     /// The open `.lock` while this object holds the lock, else -1.
@@ -109,6 +111,8 @@ public final class CheckpointDirectory {
         public var runFiles: [String] = []
         /// `worker-N.log` regular files (removed with the run, but alone they are no earlier run).
         public var workerLogs: [String] = []
+        /// `tb/events.out.tfevents.*` regular files: the run's TensorBoard log, which goes with train.jsonl.
+        public var eventFiles: [String] = []
         /// Names that look like the run's but are left alone, with the reason.
         public var leftAlone: [LeftAlone] = []
 
@@ -117,7 +121,7 @@ public final class CheckpointDirectory {
         /// Slurm job requeued before it saved one) is no run to resume, and a new run appends to it.
         public var exists: Bool { !checkpoints.isEmpty || runFiles.contains(Checkpoint.latestName) }
         /// Everything `removeEarlierRun()` removes, in order.
-        public var files: [String] { checkpoints + runFiles + workerLogs }
+        public var files: [String] { checkpoints + runFiles + workerLogs + eventFiles }
     }
 
     public struct LeftAlone: Sendable, Equatable, CustomStringConvertible {
@@ -162,6 +166,16 @@ public final class CheckpointDirectory {
             case .unrelated: break
             }
         }
+        let events = file(Self.eventDirectory)
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: events)) ?? []).sorted()
+        where name.hasPrefix(Self.eventFilePrefix) {
+            let relative = (Self.eventDirectory as NSString).appendingPathComponent(name)
+            if let problem = regularFileProblem(relative) {
+                run.leftAlone.append(LeftAlone(name: relative, reason: problem))
+            } else {
+                run.eventFiles.append(relative)
+            }
+        }
         run.checkpoints = steps.sorted { $0.1 < $1.1 }.map(\.0)
         run.runFiles.sort { $0 == Checkpoint.latestName && $1 != Checkpoint.latestName }
         return run
@@ -169,7 +183,7 @@ public final class CheckpointDirectory {
 
     /// What `removeEarlierRun()` did.
     public struct Removal: Sendable, Equatable {
-        /// Names removed: checkpoints, `latest`, `best`, `train.jsonl`, worker logs.
+        /// Names removed: checkpoints, `latest`, `best`, `train.jsonl`, worker logs, TensorBoard event files.
         public var removed: [String]
         /// The earlier run's checkpoints among `removed`.
         public var checkpoints: Int
@@ -191,6 +205,7 @@ public final class CheckpointDirectory {
             }
             removed.append(name)
         }
+        if !run.eventFiles.isEmpty { rmdir(file(Self.eventDirectory)) }   // only if nothing else is in it
         if !removed.isEmpty { try? DurableFile.fsync(path: path, directory: true) }
         return Removal(removed: removed, checkpoints: run.checkpoints.count, leftAlone: run.leftAlone)
     }
