@@ -369,7 +369,7 @@ def main(argv=None):
     ap.add_argument("--adapter", required=True, metavar="DIR", help="directory written by `coordinator export`")
     ap.add_argument("--data", required=True, metavar="FILE.h5", help="dataset file (DESIGN.md section 5)")
     ap.add_argument("--rows", metavar="A:B", help="score rows A..B-1 only (default: every row)")
-    ap.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8); changes no figure")
+    ap.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
     ap.add_argument("--vision", metavar="DIR", help="vision backbone directory (default: the adapter's)")
     ap.add_argument("--language", metavar="DIR", help="language backbone directory (default: the adapter's)")
     ap.add_argument("--logits", metavar="FILE.json",
