@@ -11,7 +11,8 @@ For each fusion mode (dehvf, memvp, concat) it runs, as the test does:
     ExportFixture TMP                                   demo backbones, 32 rows, a perturbed checkpoint per mode
     coordinator export --checkpoint TMP/<mode> --out TMP/adapter-<mode>
     dehvf_torch.py --adapter TMP/adapter-<mode> --data TMP/rows.h5 --logits ...
-and keeps the logits with the SHA-256 of the adapter.safetensors they came from (the test checks that its
+    dehvf_torch.py --adapter TMP/adapter-<mode> --data TMP/captions.h5 --generate 6 --eos-token-id 2 ...
+and keeps the logits and the greedy captions (token ids) with the SHA-256 of the adapter.safetensors they came from (the test checks that its
 own export has the same bytes, so a changed fixture generator cannot pass unnoticed). Everything it reads is
 a pure function of fixed seeds, so a rerun writes the same files up to torch's last bits.
 
@@ -33,6 +34,7 @@ import dehvf_torch  # noqa: E402
 
 TOLERANCE = 1e-4
 MODES = ("dehvf", "memvp", "concat")
+GENERATED = 6  # tokens per caption, as the Swift test asks `coordinator eval --generate` for
 
 
 def run(cmd):
@@ -62,6 +64,13 @@ def main():
                  "--data", rows_path, "--logits", logits_path, "--threads", "1"])
             with open(logits_path) as f:
                 got = json.load(f)
+            captions_path = os.path.join(tmp, f"{mode}-captions.jsonl")
+            run([sys.executable, os.path.join(ROOT, "Scripts", "dehvf_torch.py"), "--adapter", adapter,
+                 "--data", os.path.join(tmp, "captions.h5"), "--generate", str(GENERATED), "--eos-token-id", "2",
+                 "--captions", captions_path, "--threads", "1"])
+            with open(captions_path) as f:
+                captions = [json.loads(line) for line in f]
+            assert [c["index"] for c in captions] == list(range(len(captions)))
             with open(os.path.join(adapter, dehvf_torch.TENSORS), "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
 
@@ -91,6 +100,7 @@ def main():
                 "predictions": got["predictions"],
                 "answers": got["answers"],
                 "accuracy": got["accuracy"],
+                "captions": [c["generated"] for c in captions],
                 "made_with": {"torch": torch.__version__, "transformers": transformers.__version__},
             }
             path = os.path.join(args.out, f"{mode}.json")

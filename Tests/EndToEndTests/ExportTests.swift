@@ -38,8 +38,10 @@ struct ExportTests {
         var indices: [Int]
         var logits: [[Float]]
         var answers: [Int32]
+        /// Greedy continuations of captions.h5's prompts, 6 tokens at most, eos 2.
+        var captions: [[Int32]]
         enum CodingKeys: String, CodingKey {
-            case fusion, indices, logits, answers
+            case fusion, indices, logits, answers, captions
             case adapterSHA256 = "adapter_sha256"
         }
     }
@@ -133,6 +135,20 @@ struct ExportTests {
         // The predictions are the argmax of those logits, and the accuracy counts them.
         for (row, p) in zip(swift.logits, swift.predictions) { #expect(row[Int(p)] == row.max()) }
         #expect(swift.accuracy == Double(zip(swift.predictions, swift.answers).filter { $0 == $1 }.count) / 32)
+
+        // Greedy captions: the same token ids as dehvf_torch.py --generate (the logits agree to ~1e-5, far
+        // from any near-tie on these rows).
+        let captionsPath = adapter.deletingLastPathComponent().appendingPathComponent("captions-\(mode)-\(getpid()).jsonl")
+        let generate = try run(try Products.path("coordinator"),
+                               ["eval", "--config", inputs.appendingPathComponent("job-\(mode).yaml").path,
+                                "--checkpoint", inputs.appendingPathComponent(mode).path,
+                                "--data", inputs.appendingPathComponent("captions.h5").path, "--generate", captionsPath.path,
+                                "--max-new-tokens", "6", "--eos-token-id", "2"])
+        #expect(generate.status == 0, "\(generate.stderr)")
+        let generated = try String(contentsOf: captionsPath, encoding: .utf8).split(separator: "\n").map { line in
+            ((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["generated"] as? [Int] ?? []).map(Int32.init)
+        }
+        #expect(generated.count == 16 && generated == golden.captions, "\(generated) vs PyTorch \(golden.captions)")
 
         // With torch here, the script itself, live.
         guard let py = try? python3(), (try? run(py, ["-c", "import torch, transformers, safetensors, h5py"]))?.status == 0 else {

@@ -3,6 +3,7 @@
 //   ExportFixture DIR   writes into DIR:
 //     vision/, language/   the demo backbones (DemoTask, backbone seed 3)
 //     rows.h5              32 demo multiple-choice rows (test seed 2); rows 5 and 20 without an image
+//     captions.h5          16 rows of the demo's caption variant (seed 7); row 3 without an image
 //     job-<mode>.yaml      a job on those files for each fusion mode (dehvf with candidate layers [1, 2, 4],
 //                          memvp and concat average-pooled to 4 visual tokens)
 //     <mode>/              its checkpoint (step 0): the initial parameters plus a seeded perturbation big
@@ -76,6 +77,9 @@ func writeFixture(to dir: URL) throws {
         try SafetensorsWriter.write(made.tensors, to: sub.appendingPathComponent("model.safetensors"))
     }
     try writeRows(to: dir.appendingPathComponent("rows.h5").path)
+    var captions = DemoTask.captionContents(count: 16, seed: 7)
+    captions.hasImage[3] = 0
+    try DatasetWriter.write(captions, to: dir.appendingPathComponent("captions.h5").path)
     for mode in FusionMode.allCases {
         let job = try makeJob(mode, in: dir)
         let setup = try JobSetup(job: job, loading: false)
