@@ -62,6 +62,10 @@ let package = Package(
         .executableTarget(name: "CheckpointCrashWriter", dependencies: ["Shard", "Model"],
                           path: "Tests/Support/CheckpointCrashWriter"),
         .executableTarget(name: "SharedBackboneProbe", dependencies: ["Model"], path: "Tests/Support/SharedBackboneProbe"),
+        // The export tests' inputs (demo backbones, rows, a perturbed checkpoint per mode), shared with the
+        // script that makes their golden files (Scripts/reference/export_golden.py).
+        .executableTarget(name: "ExportFixture", dependencies: ["Training", "Shard", "Cluster", "Model"],
+                          path: "Tests/Support/ExportFixture"),
         // A hostile client for Scripts/chaos: the project's own codec and sockets, aimed at a coordinator.
         .executableTarget(name: "RogueClient", dependencies: [
             "Cluster", "Transport", "Training", "Model",

@@ -17,7 +17,7 @@ struct Coordinator: ParsableCommand {
             A job is one YAML file (see clusters/local.yaml and the README). Any key can be overridden \
             with --set dotted.key=value.
             """,
-        subcommands: [Train.self, Eval.self, Plan.self, DemoData.self, Inspect.self, CheckpointCommand.self, Keys.self])
+        subcommands: [Train.self, Eval.self, Export.self, Plan.self, DemoData.self, Inspect.self, CheckpointCommand.self, Keys.self])
 }
 
 /// The job-config options every job command shares.

@@ -37,6 +37,9 @@ struct Eval: ParsableCommand {
     var json: String?
     @Option(help: ArgumentHelp("Caption data: write each row's greedy caption as JSON lines to this file.", valueName: "FILE"))
     var generate: String?
+    @Option(help: ArgumentHelp("Multiple choice: write every row's choice-letter logits (and prediction and answer) as "
+                               + "JSON to this file; in-process only.", valueName: "FILE.json"))
+    var logits: String?
     @Option(help: "Most tokens generated per caption.") var maxNewTokens: Int = 30
     @Option(help: "Token id that ends a caption (default: eos_token_id in the language model's config.json).")
     var eosTokenID: Int32?
@@ -46,6 +49,9 @@ struct Eval: ParsableCommand {
         if let workers, workers < 1 { throw ValidationError("--workers must be at least 1") }
         if let workers, let launcher, launcher != .local || workers < 1 {
             throw ValidationError("--workers N starts N local workers; it goes with no --launcher or --launcher local")
+        }
+        if logits != nil, workers != nil || (launcher ?? .inprocess) != .inprocess {
+            throw ValidationError("--logits scores in this process: leave out --workers and --launcher")
         }
         let limit = WireLimits().maxGeneratedTokens
         guard (1...limit).contains(maxNewTokens) else { throw ValidationError("--max-new-tokens must be in 1...\(limit)") }
@@ -64,6 +70,9 @@ struct Eval: ParsableCommand {
             throw UserError("no dataset to score: pass --data FILE.h5 or set data.eval in the job")
         }
         let dataset = try setup.open(path)
+        if logits != nil, dataset.task != .multipleChoice {
+            throw UserError("--logits needs a multiple-choice dataset; \(dataset.path) is \(dataset.task.rawValue)")
+        }
         if generate != nil, dataset.task != .caption {
             throw UserError("--generate needs a caption dataset; \(dataset.path) is \(dataset.task.rawValue)")
         }
@@ -73,7 +82,9 @@ struct Eval: ParsableCommand {
         }
         let executor: StepExecutor
         if config.cluster.launcher == .inprocess {
-            executor = InProcessExecutor(engine: try TrainingEngine(setup: setup))
+            let inProcess = InProcessExecutor(engine: try TrainingEngine(setup: setup))
+            inProcess.recordChoiceLogits = logits != nil
+            executor = inProcess
         } else {
             try FileManager.default.createDirectory(atPath: config.checkpoint.dir.path, withIntermediateDirectories: true)
             executor = try DistributedExecutor(job: config, fingerprint: setup.fingerprint, step: state.step, params: state.params,
@@ -98,6 +109,13 @@ struct Eval: ParsableCommand {
             try writeCaptions(to: generate, dataset: dataset, units: units, results: results)
             Console.say("eval: wrote \(dataset.count) captions to \(generate); score them with "
                 + "Scripts/caption_metrics.py \(generate) --tokenizer \(config.model.language)")
+        }
+        if let logits, let inProcess = executor as? InProcessExecutor {
+            let file = try ChoiceLogitsFile(dataset: dataset, checkpoint: ck.source ?? checkpoint, step: state.step,
+                                            fusion: config.model.fusion, units: units, logits: inProcess.choiceLogits,
+                                            results: results)
+            try file.write(to: logits)
+            Console.say("eval: wrote the choice logits of \(dataset.count) rows to \(logits)")
         }
         if let json {
             let encoder = JSONEncoder()
@@ -125,6 +143,61 @@ struct Eval: ParsableCommand {
                 }
                 out.write(try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8))
             }
+        }
+    }
+}
+
+/// `coordinator eval --logits`: each row's logits of the choice letters at its answer position, column by
+/// column, as `Scripts/dehvf_torch.py --logits` writes them too (so the two can be compared directly).
+struct ChoiceLogitsFile: Encodable {
+    var dataset: String
+    var checkpoint: String
+    var step: Int
+    var fusion: String
+    var choiceTokenIDs: [Int32]
+    /// Row indices into the dataset, in order; the other columns follow them.
+    var indices: [Int]
+    var logits: [[Float]]
+    var predictions: [Int32]
+    var answers: [Int32]
+    var accuracy: Double
+
+    enum CodingKeys: String, CodingKey {
+        case dataset, checkpoint, step, fusion, indices, logits, predictions, answers, accuracy
+        case choiceTokenIDs = "choice_token_ids"
+    }
+
+    init(dataset: DatasetFile, checkpoint: String, step: Int, fusion: FusionMode, units: [[Int]], logits: [[[Float]]],
+         results: [EvalResult]) throws {
+        guard logits.count == units.count, zip(units, logits).allSatisfy({ $0.count == $1.count }) else {
+            throw UserError("internal: choice logits for \(logits.count) units of \(units.count)")
+        }
+        self.dataset = dataset.path
+        self.checkpoint = checkpoint
+        self.step = step
+        self.fusion = fusion.rawValue
+        choiceTokenIDs = dataset.choiceTokenIDs ?? []
+        indices = units.flatMap { $0 }
+        self.logits = logits.flatMap { $0 }
+        predictions = results.flatMap(\.predictions)
+        answers = []
+        for unit in units {
+            guard let a = try dataset.readBatch(indices: unit, images: false).answer else {
+                throw UserError("\(dataset.path) has no answer column")
+            }
+            answers += a
+        }
+        let right = zip(predictions, answers).filter { $0 == $1 }.count
+        accuracy = indices.isEmpty ? 0 : Double(right) / Double(indices.count)
+    }
+
+    func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            try (try encoder.encode(self) + Data("\n".utf8)).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw UserError("cannot write the choice logits to \(path)", cause: error)
         }
     }
 }

@@ -25,6 +25,10 @@ final class InProcessExecutor: StepExecutor {
     let engine: TrainingEngine
     init(engine: TrainingEngine) { self.engine = engine }
     private(set) var lastComputeSeconds = 0.0
+    /// Whether `evaluate` keeps each unit's choice logits in `choiceLogits` (`coordinator eval --logits`).
+    var recordChoiceLogits = false
+    /// The last evaluation's choice logits, one [rows][C] per unit, when `recordChoiceLogits` is on.
+    private(set) var choiceLogits: [[[Float]]] = []
 
     func gradients(step: Int, epoch: Int, microBatches: [[Int]], params: TensorSet) throws -> [MicroBatchGradients] {
         let start = Date()
@@ -35,8 +39,11 @@ final class InProcessExecutor: StepExecutor {
     func evaluate(after steps: Int, dataset: DatasetFile, units: [[Int]], params: TensorSet, maxNewTokens: Int,
                   eos: Int32?, progress: (Int) -> Void) throws -> [EvalResult] {
         var done = 0
+        choiceLogits = []
         return try units.enumerated().map { u, unit in
-            let r = try engine.evaluate(unit: UInt32(u), dataset, indices: unit, params: params, maxNewTokens: maxNewTokens, eos: eos)
+            let (r, logits) = try engine.evaluateWithLogits(unit: UInt32(u), dataset, indices: unit, params: params,
+                                                            maxNewTokens: maxNewTokens, eos: eos)
+            if recordChoiceLogits { choiceLogits.append(logits) }
             done += unit.count
             progress(done)
             return r

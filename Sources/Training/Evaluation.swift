@@ -130,6 +130,13 @@ extension TrainingEngine {
     /// over its first num_choices letters); with `maxNewTokens` > 0 each row is also captioned greedily.
     public func evaluate(unit: UInt32, _ dataset: DatasetFile, indices: [Int], params: TensorSet, maxNewTokens: Int = 0,
                          eos: Int32? = nil) throws -> EvalResult {
+        try evaluateWithLogits(unit: unit, dataset, indices: indices, params: params, maxNewTokens: maxNewTokens, eos: eos).result
+    }
+
+    /// ``evaluate(unit:_:indices:params:maxNewTokens:eos:)`` that also returns each row's logits of the
+    /// dataset's choice letters ([rows][C], empty for caption data), the figures predictions come from.
+    public func evaluateWithLogits(unit: UInt32, _ dataset: DatasetFile, indices: [Int], params: TensorSet, maxNewTokens: Int = 0,
+                                   eos: Int32? = nil) throws -> (result: EvalResult, choiceLogits: [[Float]]) {
         let start = monotonicMillis()
         let (batch, mb) = try self.batch(dataset, indices: indices)
         let choices = dataset.task == .multipleChoice ? dataset.choiceTokenIDs : nil
@@ -147,8 +154,9 @@ extension TrainingEngine {
         }
         let generated = maxNewTokens > 0
             ? try generate(dataset, indices: indices, params: params, maxNewTokens: maxNewTokens, eos: eos) : []
-        return EvalResult(unit: unit, lossSum: s.lossSum, labelCount: Int64(s.labelCount), predictions: predictions,
-                          generated: generated, computeSeconds: Double(monotonicMillis() - start) / 1000)
+        let result = EvalResult(unit: unit, lossSum: s.lossSum, labelCount: Int64(s.labelCount), predictions: predictions,
+                                generated: generated, computeSeconds: Double(monotonicMillis() - start) / 1000)
+        return (result, s.choiceLogits)
     }
 
     /// Scores every row of `dataset` here, `unitSize` rows at a time (``EvalReport/units(rows:size:)``):
