@@ -110,6 +110,6 @@ private final class Decoding {
         let ws = model.workspace(batch: rows.count, length: 1, training: false)
         let final = try model.llama.decode(embeddings: embeddings, rows: rows, positions: rows.map { shift + sequences[$0].count - 1 },
                                            ropeLength: ropeLength, injection: memory, cache: cache, workspace: ws)
-        return model.llama.logits(final)
+        return model.llama.decodeLogits(final)
     }
 }

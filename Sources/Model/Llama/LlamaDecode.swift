@@ -50,10 +50,10 @@ extension LlamaModel {
         let shape = AttentionShape(batch: n, length: 1, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                                    headDim: c.headDim, causal: true)
         for l in 0..<layers.count {
-            attentionInput(l, ws)
+            attentionInput(l, ws, fewRows: true)
             cache.append(layer: l, keys: ws.k.data, values: ws.v.data, rows: rows, positions: positions)
             Attention.decode(shape, q: ws.q.data, layer: l, cache: cache, rows: rows, positions: positions, out: ws.attn.data)
-            attentionOutputAndMLP(l, injection: injection, ws)
+            attentionOutputAndMLP(l, injection: injection, ws, fewRows: true)
         }
         RMSNorm.forward(x: ws.hiddenIn(layers.count), rows: n, dim: d, weight: norm.data, eps: c.rmsNormEps,
                         y: ws.final.data, rstd: ws.rstdFinal.data)

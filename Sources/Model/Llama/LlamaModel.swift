@@ -172,49 +172,63 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config, s = ws.slot(l), N = ws.rows
         let q = ws.q.data + s * N * c.numAttentionHeads * c.headDim
         let k = ws.k.data + s * N * c.numKeyValueHeads * c.headDim, v = ws.v.data + s * N * c.numKeyValueHeads * c.headDim
-        attentionInput(l, ws)
+        attentionInput(l, ws, fewRows: false)
         cache?.store(layer: l, keys: k, values: v, length: ws.length)
         let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                                    headDim: c.headDim, causal: true)
         Attention.forward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil,
                           scratch: ws.attentionScratch.buffer, out: ws.attn.data)
-        attentionOutputAndMLP(l, injection: injection, ws)
+        attentionOutputAndMLP(l, injection: injection, ws, fewRows: false)
     }
 
     /// The first half of layer l on the workspace's rows: input_layernorm, then q, k and v (rotated by the
-    /// workspace's cos/sin tables) into the layer's slot.
-    func attentionInput(_ l: Int, _ ws: LlamaWorkspace) {
+    /// workspace's cos/sin tables) into the layer's slot. `fewRows`: a decode step's (``project``).
+    func attentionInput(_ l: Int, _ ws: LlamaWorkspace, fewRows: Bool) {
         let c = config, L = layers[l], N = ws.rows, d = c.hiddenSize, s = ws.slot(l)
         let H = c.numAttentionHeads, Hkv = c.numKeyValueHeads, hd = c.headDim
         let qd = H * hd, kd = Hkv * hd
         let q = ws.q.data + s * N * qd, k = ws.k.data + s * N * kd, v = ws.v.data + s * N * kd
         RMSNorm.forward(x: ws.hiddenIn(l), rows: N, dim: d, weight: L.inputNorm.data, eps: c.rmsNormEps, y: ws.xn.data,
                         rstd: ws.rstd1.data + s * N)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.qw.data, bias: nil, outFeatures: qd, y: q)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.kw.data, bias: nil, outFeatures: kd, y: k)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.vw.data, bias: nil, outFeatures: kd, y: v)
+        project(ws.xn.data, rows: N, L.qw, inFeatures: d, outFeatures: qd, into: q, fewRows: fewRows)
+        project(ws.xn.data, rows: N, L.kw, inFeatures: d, outFeatures: kd, into: k, fewRows: fewRows)
+        project(ws.xn.data, rows: N, L.vw, inFeatures: d, outFeatures: kd, into: v, fewRows: fewRows)
         Rotary.apply(q, rows: N, heads: H, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
         Rotary.apply(k, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
     }
 
     /// The second half of layer l, from the attention output in ws.attn: o_proj and the residual (h'),
     /// post_attention_layernorm (x), the MLP and the injection, into the next hidden state.
-    func attentionOutputAndMLP(_ l: Int, injection: FFNInjection?, _ ws: LlamaWorkspace) {
+    func attentionOutputAndMLP(_ l: Int, injection: FFNInjection?, _ ws: LlamaWorkspace, fewRows: Bool) {
         let c = config, L = layers[l], N = ws.rows, d = c.hiddenSize, F = c.intermediateSize, s = ws.slot(l)
         let qd = c.numAttentionHeads * c.headDim
         let h = ws.hiddenIn(l), out = ws.hiddenIn(l + 1)
         let hp = ws.hp.data + s * N * d, x = ws.x.data + s * N * d
         let gate = ws.gate.data + s * N * F, up = ws.up.data + s * N * F
         hp.update(from: h, count: N * d)
-        BLAS.gemm(transB: true, m: N, n: d, k: qd, a: ws.attn.data, lda: qd, b: L.ow.data, ldb: qd, beta: 1, c: hp, ldc: d)
+        project(ws.attn.data, rows: N, L.ow, inFeatures: qd, outFeatures: d, beta: 1, into: hp, fewRows: fewRows)
 
         RMSNorm.forward(x: hp, rows: N, dim: d, weight: L.postNorm.data, eps: c.rmsNormEps, y: x, rstd: ws.rstd2.data + s * N)
-        Linear.forward(x: x, rows: N, inFeatures: d, weight: L.gate.data, bias: nil, outFeatures: F, y: gate)
-        Linear.forward(x: x, rows: N, inFeatures: d, weight: L.up.data, bias: nil, outFeatures: F, y: up)
+        project(x, rows: N, L.gate, inFeatures: d, outFeatures: F, into: gate, fewRows: fewRows)
+        project(x, rows: N, L.up, inFeatures: d, outFeatures: F, into: up, fewRows: fewRows)
         SwiGLU.forward(gate: gate, up: up, out: ws.act.data, count: N * F)
         out.update(from: hp, count: N * d)
-        BLAS.gemm(transB: true, m: N, n: d, k: F, a: ws.act.data, lda: F, b: L.down.data, ldb: F, beta: 1, c: out, ldc: d)
+        project(ws.act.data, rows: N, L.down, inFeatures: F, outFeatures: d, beta: 1, into: out, fewRows: fewRows)
         injection?.forward(layer: l, x: x, out: out)
+    }
+
+    /// y[rows, out] = x[rows, in] Wᵀ + beta y for a weight W [out, in]. `fewRows` (a decode step's one
+    /// position per sample) takes ``BLAS/gemmFewRows(m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``, which skips
+    /// OpenBLAS's packing of the whole weight; the full-length forward keeps its plain product, bit for bit.
+    @inline(__always) func project(_ x: UnsafePointer<Float>, rows: Int, _ weight: Tensor, inFeatures: Int, outFeatures: Int,
+                                   beta: Float = 0, into y: UnsafeMutablePointer<Float>, fewRows: Bool) {
+        if fewRows {
+            BLAS.gemmFewRows(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight.data, ldb: inFeatures,
+                             beta: beta, c: y, ldc: outFeatures)
+        } else {
+            BLAS.gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight.data,
+                      ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
+        }
     }
 
     /// Logits [B, T, V] (or [rows, V]) for every row of final-normed hidden states.
@@ -223,6 +237,14 @@ public final class LlamaModel: @unchecked Sendable {
         precondition(hidden.shape.last == d, "hidden states must end in \(d), got \(hidden.shape)")
         let out = Tensor(zeros: Array(hidden.shape.dropLast()) + [V])
         Linear.forward(x: hidden.data, rows: N, inFeatures: d, weight: lmHead.data, bias: nil, outFeatures: V, y: out.data)
+        return out
+    }
+
+    /// Logits [N, V] of a decode step's final-normed hidden states [N, d] (``project``'s few-rows product).
+    func decodeLogits(_ hidden: Tensor) -> Tensor {
+        let d = config.hiddenSize, V = config.vocabSize, n = hidden.count / d
+        let out = Tensor(zeros: [n, V])
+        project(hidden.data, rows: n, lmHead, inFeatures: d, outFeatures: V, into: out.data, fewRows: true)
         return out
     }
 
