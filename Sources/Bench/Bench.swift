@@ -2,7 +2,7 @@
 //
 //   swift run -c release bench <suite> [--threads N] [--runs R] [--json FILE]
 //
-// Suites: gemm, step, infer, length, io, comm, all. Each figure is the median of `--runs` timed runs after
+// Suites: gemm, step, infer, generate, length, io, comm, all. Each figure is the median of `--runs` timed runs after
 // `--warmup` untimed ones, reported with its min and max (`comm`'s local-worker figures are medians
 // over the steps of one real training run each instead). The machine is shared, so every suite that
 // reports a fraction of the sgemm ceiling measures that ceiling in the same run, next to the figure.
@@ -15,8 +15,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measured speed of the numeric core, the data path and the wire against this machine's ceilings.",
-        subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, LengthSuite.self, IOSuite.self, CommSuite.self,
-                      AllSuites.self])
+        subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, GenerateSuite.self, LengthSuite.self, IOSuite.self,
+                      CommSuite.self, AllSuites.self])
 }
 
 /// Flags every suite shares.
@@ -74,6 +74,28 @@ struct InferSuite: ParsableCommand {
         abstract: "Forward-only multiple-choice scoring in dehvf, memvp and concat.")
     @OptionGroup var options: BenchOptions
     func run() throws { try options.session { try InferBench.run(options, into: $0) } }
+}
+
+struct GenerateSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate",
+        abstract: "Greedy generation with the key/value cache against re-running the prefix, in dehvf, memvp and concat.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Prompt tokens per row.")
+    var promptTokens = 32
+    @Option(help: "New tokens per row (no EOS: every row generates them all).")
+    var newTokens = 20
+
+    func validate() throws {
+        guard promptTokens >= 1 else { throw ValidationError("--prompt-tokens must be at least 1") }
+        guard newTokens >= 1 else { throw ValidationError("--new-tokens must be at least 1") }
+        for shape in options.shapes where promptTokens > shape.textTokens {
+            throw ValidationError("--prompt-tokens \(promptTokens) is longer than config \(shape.name)'s rows of \(shape.textTokens)")
+        }
+    }
+
+    func run() throws {
+        try options.session { try GenerateBench.run(options, promptTokens: promptTokens, newTokens: newTokens, into: $0) }
+    }
 }
 
 struct LengthSuite: ParsableCommand {
@@ -140,6 +162,7 @@ struct AllSuites: ParsableCommand {
             try GemmBench.run(options, into: report)
             try StepBench.run(options, into: report)
             try InferBench.run(options, into: report)
+            try GenerateBench.run(options, promptTokens: 32, newTokens: 20, into: report)
             try LengthBench.run(options, into: report)
             try IOBench.run(options, scratch: NSTemporaryDirectory(), into: report)
             try CommBench.run(options, workers: 4, local: LocalRuns(), into: report)

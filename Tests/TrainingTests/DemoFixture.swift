@@ -56,6 +56,32 @@ enum DemoFixture {
         return dir
     }
 
+    /// The prompt of row i of ``variedPrompts()``: "<bos> what is shown ?" cut to 2...5 tokens.
+    static func variedPrompt(row i: Int) -> [Int32] {
+        let words = ["what", "is", "shown"].suffix(i % 4)
+        return (["<bos>"] + words + ["?"]).map(DemoTask.id)
+    }
+
+    /// Caption rows whose prompts differ in length (``variedPrompt(row:)``: 2 to 5 tokens), so a batch is
+    /// padded, its rows decode at different positions, and each row's router mean covers its own prompt;
+    /// 16 rows, row 3 without an image. Returns the directory (its train.h5, and links to the backbones).
+    static func variedPrompts() throws -> URL {
+        let dir = try linkedDirectory("varied-prompts")
+        var c = DemoTask.captionContents(count: 16, seed: 7)
+        c.hasImage[3] = 0
+        let t = c.tokens
+        for i in 0..<c.count {
+            let row = i * t, caption = Array(c.inputIDs[(row + 5)..<(row + 9)])   // "the <colour> <shape> <eos>"
+            let prompt = variedPrompt(row: i)
+            c.inputIDs.replaceSubrange(row..<(row + t), with: prompt + caption + [Int32](repeating: c.padID, count: t - prompt.count - 4))
+            c.labels.replaceSubrange(row..<(row + t), with: [Int32](repeating: -100, count: prompt.count) + caption
+                                     + [Int32](repeating: -100, count: t - prompt.count - 4))
+            c.lengths[i] = Int32(prompt.count + 4)
+        }
+        try DatasetWriter.write(c, to: dir.appendingPathComponent("train.h5").path)
+        return dir
+    }
+
     /// Row -> image of ``sharedImages()``: 12 rows over 5 images, as COCO's captions share theirs.
     static let sharedImageIndex: [Int32] = [0, 2, 0, 1, 3, 2, 4, 0, 1, 2, 4, 3]
     /// The row of ``sharedImages()`` without an image (its image_index still names one).

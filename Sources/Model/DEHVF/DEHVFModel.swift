@@ -5,7 +5,7 @@ import Foundation
 public final class DEHVFModel {
     public let llama: LlamaModel
     public let config: FuserConfig
-    private let fuser: Fuser
+    let fuser: Fuser
     /// One training and one inference workspace, each reshaped to every micro-batch's (batch, length).
     private var workspaces: [Bool: LlamaWorkspace] = [:]
     /// Storage for the gradient w.r.t. the final hidden states, grown to the largest micro-batch.
@@ -17,11 +17,11 @@ public final class DEHVFModel {
         self.fuser = Fuser(config: config, params: params)
     }
 
-    private var concat: Bool { config.fusion == .concat }
+    var concat: Bool { config.fusion == .concat }
     /// Rows the LLM sees per sample: concat prepends M visual positions.
-    private func length(_ b: TrainingBatch) -> Int { b.tokens + (concat ? config.visualTokens : 0) }
+    func length(_ b: TrainingBatch) -> Int { b.tokens + (concat ? config.visualTokens : 0) }
 
-    private func workspace(batch: Int, length: Int, training: Bool) -> LlamaWorkspace {
+    func workspace(batch: Int, length: Int, training: Bool) -> LlamaWorkspace {
         if let ws = workspaces[training] {
             ws.prepare(batch: batch, length: length)
             return ws
@@ -119,7 +119,10 @@ public final class DEHVFModel {
 
     // MARK: the shared path
 
-    private func forward(_ batch: TrainingBatch, workspace ws: LlamaWorkspace, dropout: DropoutMask?) throws -> Tensor {
+    /// The LLM over the micro-batch's text (after the M visual positions in concat), with the fuser's
+    /// memory injected in the other modes; `cache` keeps every layer's keys and values for decoding.
+    func forward(_ batch: TrainingBatch, workspace ws: LlamaWorkspace, dropout: DropoutMask?,
+                 cache: KVCache? = nil) throws -> Tensor {
         let b = batch.batch, t = batch.tokens, d = llama.config.hiddenSize
         guard batch.inputIDs.count == b * t, batch.labels.count == b * t, batch.lengths.count == b,
               batch.features.count == b else {
@@ -156,7 +159,8 @@ public final class DEHVFModel {
         } else {
             embeddings = text
         }
-        return try llama.forward(embeddings: embeddings, keyMask: mask, injection: concat ? nil : fuser, workspace: ws).final
+        return try llama.forward(embeddings: embeddings, keyMask: mask, injection: concat ? nil : fuser, workspace: ws,
+                                 cache: cache).final
     }
 
     /// Rows (b * T' + t) whose logits predict a label at t + 1, and those labels (transformers' shift).

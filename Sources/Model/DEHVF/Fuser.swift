@@ -33,6 +33,8 @@ public final class Fuser: FFNInjection {
         didSet { precondition(params.names == grads.names, "parameter set does not match the fuser") }
     }
     public let grads: TensorSet
+    /// When set, each layer's keys and values are kept there as `forward` builds them (for decoding).
+    var recording: VisualMemory?
 
     private var batch = 0, tokens = 0
     private var samples: [FuserSample] = []
@@ -200,6 +202,7 @@ public final class Fuser: FFNInjection {
         route(layer: l, x: x)
         mixFc1(alpha: ws.alpha.p + l * batch * S, into: ws.pre.p + l * bm * r)
         memory(layer: l)
+        recording?.record(layer: l, keys: ws.keys.p, values: ws.values.p)
         let tm = tokens * M
         // One sample per item: its scores, SiLU and dropout, and its rows of `out`.
         BLAS.parallel(batch, maxLanes: ws.lanes) { b, lane in

@@ -101,9 +101,11 @@ public final class LlamaModel: @unchecked Sendable {
     /// - injection: added into each layer's FFN output (see `FFNInjection`).
     /// - Returns: the final-normed hidden states [B, T, d], a view into the workspace that the next call
     ///   overwrites; and, when `outputHiddenStates`, copies of transformers' `hidden_states` (L + 1 tensors).
+    /// - cache: when given, every layer's keys (after RoPE) and values of positions 0..<T are kept there,
+    ///   with `keyMask`, for `decode` to continue from (``KVCache``); positions must then be the default.
     /// With a training workspace, everything `backward` needs is kept.
     public func forward(embeddings: Tensor, positions: [Int32]? = nil, keyMask: Tensor? = nil,
-                        injection: FFNInjection? = nil, workspace ws: LlamaWorkspace,
+                        injection: FFNInjection? = nil, workspace ws: LlamaWorkspace, cache: KVCache? = nil,
                         outputHiddenStates: Bool = false) throws -> (final: Tensor, hiddenStates: [Tensor]) {
         let c = config, B = ws.batch, T = ws.length, N = ws.rows, d = c.hiddenSize
         guard embeddings.shape == [B, T, d] else {
@@ -120,9 +122,14 @@ public final class LlamaModel: @unchecked Sendable {
             ws.mask.data.update(from: keyMask.data, count: N)
         }
         ws.hasMask = keyMask != nil
-        let invFreq = Rotary.inverseFrequencies(headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
-                                                maxPositionEmbeddings: c.maxPositionEmbeddings,
-                                                sequenceLength: try checkedSequenceLength(ws.positions))
+        let invFreq = inverseFrequencies(sequenceLength: try checkedSequenceLength(ws.positions))
+        if let cache {
+            guard positions == nil, cache.batch == B, T <= cache.capacity else {
+                throw ModelError(.badInput, "a key/value cache of \(cache.batch) rows of \(cache.capacity) positions cannot "
+                    + "start from \(B) rows of \(T) positions\(positions == nil ? "" : " at explicit positions")")
+            }
+            cache.start(mask: keyMask?.data, length: T, inverseFrequencies: invFreq)
+        }
         ws.positions.withUnsafeBufferPointer { p in
             invFreq.withUnsafeBufferPointer {
                 Rotary.tables(positions: p.baseAddress!, count: N, inverseFrequencies: $0, cos: ws.cos.data, sin: ws.sin.data)
@@ -132,7 +139,7 @@ public final class LlamaModel: @unchecked Sendable {
         var states: [Tensor] = []
         for l in 0..<layers.count {
             if outputHiddenStates { states.append(Tensor(shape: [B, T, d], copying: ws.hiddenIn(l))) }
-            layerForward(l, injection: injection, ws)
+            layerForward(l, injection: injection, cache: cache, ws)
         }
         RMSNorm.forward(x: ws.hiddenIn(layers.count), rows: N, dim: d, weight: norm.data, eps: c.rmsNormEps,
                         y: ws.final.data, rstd: ws.rstdFinal.data)
@@ -144,6 +151,12 @@ public final class LlamaModel: @unchecked Sendable {
     /// The call's largest position + 1, transformers' `seq_len` for dynamic RoPE. Negative positions, and
     /// positions at or past `max_position_embeddings` for a type that does not extend the context, are
     /// errors: transformers would compute them, but with rotations the model never saw.
+    /// transformers' inv_freq for a forward call whose largest position + 1 is `sequenceLength`.
+    func inverseFrequencies(sequenceLength: Int) -> [Float] {
+        Rotary.inverseFrequencies(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling,
+                                  maxPositionEmbeddings: config.maxPositionEmbeddings, sequenceLength: sequenceLength)
+    }
+
     func checkedSequenceLength(_ positions: [Int32]) throws -> Int {
         let c = config
         guard let lowest = positions.min(), let highest = positions.max() else { return 0 }
@@ -155,35 +168,67 @@ public final class LlamaModel: @unchecked Sendable {
         return Int(highest) + 1
     }
 
-    func layerForward(_ l: Int, injection: FFNInjection?, _ ws: LlamaWorkspace) {
-        let c = config, L = layers[l], N = ws.rows, d = c.hiddenSize, F = c.intermediateSize, s = ws.slot(l)
-        let H = c.numAttentionHeads, Hkv = c.numKeyValueHeads, hd = c.headDim
-        let qd = H * hd, kd = Hkv * hd
-        let h = ws.hiddenIn(l), out = ws.hiddenIn(l + 1)
-        let q = ws.q.data + s * N * qd, k = ws.k.data + s * N * kd, v = ws.v.data + s * N * kd
-        let hp = ws.hp.data + s * N * d, x = ws.x.data + s * N * d
-        let gate = ws.gate.data + s * N * F, up = ws.up.data + s * N * F
-
-        RMSNorm.forward(x: h, rows: N, dim: d, weight: L.inputNorm.data, eps: c.rmsNormEps, y: ws.xn.data,
-                        rstd: ws.rstd1.data + s * N)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.qw.data, bias: nil, outFeatures: qd, y: q)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.kw.data, bias: nil, outFeatures: kd, y: k)
-        Linear.forward(x: ws.xn.data, rows: N, inFeatures: d, weight: L.vw.data, bias: nil, outFeatures: kd, y: v)
-        Rotary.apply(q, rows: N, heads: H, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
-        Rotary.apply(k, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
-        let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: H, kvHeads: Hkv, headDim: hd, causal: true)
+    func layerForward(_ l: Int, injection: FFNInjection?, cache: KVCache?, _ ws: LlamaWorkspace) {
+        let c = config, s = ws.slot(l), N = ws.rows
+        let q = ws.q.data + s * N * c.numAttentionHeads * c.headDim
+        let k = ws.k.data + s * N * c.numKeyValueHeads * c.headDim, v = ws.v.data + s * N * c.numKeyValueHeads * c.headDim
+        attentionInput(l, ws, fewRows: false)
+        cache?.store(layer: l, keys: k, values: v, length: ws.length)
+        let shape = AttentionShape(batch: ws.batch, length: ws.length, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                                   headDim: c.headDim, causal: true)
         Attention.forward(shape, q: q, k: k, v: v, keyMask: ws.hasMask ? UnsafePointer(ws.mask.data) : nil,
                           scratch: ws.attentionScratch.buffer, out: ws.attn.data)
+        attentionOutputAndMLP(l, injection: injection, ws, fewRows: false)
+    }
+
+    /// The first half of layer l on the workspace's rows: input_layernorm, then q, k and v (rotated by the
+    /// workspace's cos/sin tables) into the layer's slot. `fewRows`: a decode step's (``project``).
+    func attentionInput(_ l: Int, _ ws: LlamaWorkspace, fewRows: Bool) {
+        let c = config, L = layers[l], N = ws.rows, d = c.hiddenSize, s = ws.slot(l)
+        let H = c.numAttentionHeads, Hkv = c.numKeyValueHeads, hd = c.headDim
+        let qd = H * hd, kd = Hkv * hd
+        let q = ws.q.data + s * N * qd, k = ws.k.data + s * N * kd, v = ws.v.data + s * N * kd
+        RMSNorm.forward(x: ws.hiddenIn(l), rows: N, dim: d, weight: L.inputNorm.data, eps: c.rmsNormEps, y: ws.xn.data,
+                        rstd: ws.rstd1.data + s * N)
+        project(ws.xn.data, rows: N, L.qw, inFeatures: d, outFeatures: qd, into: q, fewRows: fewRows)
+        project(ws.xn.data, rows: N, L.kw, inFeatures: d, outFeatures: kd, into: k, fewRows: fewRows)
+        project(ws.xn.data, rows: N, L.vw, inFeatures: d, outFeatures: kd, into: v, fewRows: fewRows)
+        Rotary.apply(q, rows: N, heads: H, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
+        Rotary.apply(k, rows: N, heads: Hkv, headDim: hd, cos: ws.cos.data, sin: ws.sin.data)
+    }
+
+    /// The second half of layer l, from the attention output in ws.attn: o_proj and the residual (h'),
+    /// post_attention_layernorm (x), the MLP and the injection, into the next hidden state.
+    func attentionOutputAndMLP(_ l: Int, injection: FFNInjection?, _ ws: LlamaWorkspace, fewRows: Bool) {
+        let c = config, L = layers[l], N = ws.rows, d = c.hiddenSize, F = c.intermediateSize, s = ws.slot(l)
+        let qd = c.numAttentionHeads * c.headDim
+        let h = ws.hiddenIn(l), out = ws.hiddenIn(l + 1)
+        let hp = ws.hp.data + s * N * d, x = ws.x.data + s * N * d
+        let gate = ws.gate.data + s * N * F, up = ws.up.data + s * N * F
         hp.update(from: h, count: N * d)
-        BLAS.gemm(transB: true, m: N, n: d, k: qd, a: ws.attn.data, lda: qd, b: L.ow.data, ldb: qd, beta: 1, c: hp, ldc: d)
+        project(ws.attn.data, rows: N, L.ow, inFeatures: qd, outFeatures: d, beta: 1, into: hp, fewRows: fewRows)
 
         RMSNorm.forward(x: hp, rows: N, dim: d, weight: L.postNorm.data, eps: c.rmsNormEps, y: x, rstd: ws.rstd2.data + s * N)
-        Linear.forward(x: x, rows: N, inFeatures: d, weight: L.gate.data, bias: nil, outFeatures: F, y: gate)
-        Linear.forward(x: x, rows: N, inFeatures: d, weight: L.up.data, bias: nil, outFeatures: F, y: up)
+        project(x, rows: N, L.gate, inFeatures: d, outFeatures: F, into: gate, fewRows: fewRows)
+        project(x, rows: N, L.up, inFeatures: d, outFeatures: F, into: up, fewRows: fewRows)
         SwiGLU.forward(gate: gate, up: up, out: ws.act.data, count: N * F)
         out.update(from: hp, count: N * d)
-        BLAS.gemm(transB: true, m: N, n: d, k: F, a: ws.act.data, lda: F, b: L.down.data, ldb: F, beta: 1, c: out, ldc: d)
+        project(ws.act.data, rows: N, L.down, inFeatures: F, outFeatures: d, beta: 1, into: out, fewRows: fewRows)
         injection?.forward(layer: l, x: x, out: out)
+    }
+
+    /// y[rows, out] = x[rows, in] Wᵀ + beta y for a weight W [out, in]. `fewRows` (a decode step's one
+    /// position per sample) takes ``BLAS/gemmFewRows(m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``, which skips
+    /// OpenBLAS's packing of the whole weight; the full-length forward keeps its plain product, bit for bit.
+    @inline(__always) func project(_ x: UnsafePointer<Float>, rows: Int, _ weight: Tensor, inFeatures: Int, outFeatures: Int,
+                                   beta: Float = 0, into y: UnsafeMutablePointer<Float>, fewRows: Bool) {
+        if fewRows {
+            BLAS.gemmFewRows(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight.data, ldb: inFeatures,
+                             beta: beta, c: y, ldc: outFeatures)
+        } else {
+            BLAS.gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight.data,
+                      ldb: inFeatures, beta: beta, c: y, ldc: outFeatures)
+        }
     }
 
     /// Logits [B, T, V] (or [rows, V]) for every row of final-normed hidden states.
@@ -192,6 +237,14 @@ public final class LlamaModel: @unchecked Sendable {
         precondition(hidden.shape.last == d, "hidden states must end in \(d), got \(hidden.shape)")
         let out = Tensor(zeros: Array(hidden.shape.dropLast()) + [V])
         Linear.forward(x: hidden.data, rows: N, inFeatures: d, weight: lmHead.data, bias: nil, outFeatures: V, y: out.data)
+        return out
+    }
+
+    /// Logits [N, V] of a decode step's final-normed hidden states [N, d] (``project``'s few-rows product).
+    func decodeLogits(_ hidden: Tensor) -> Tensor {
+        let d = config.hiddenSize, V = config.vocabSize, n = hidden.count / d
+        let out = Tensor(zeros: [n, V])
+        project(hidden.data, rows: n, lmHead, inFeatures: d, outFeatures: V, into: out.data, fewRows: true)
         return out
     }
 
