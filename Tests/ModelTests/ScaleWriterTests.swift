@@ -96,8 +96,9 @@ struct ScaleWriterTests {
     func streamEqualsEncode() throws {
         let dir = try TemporaryDirectory()
         defer { dir.cleanup() }
-        var rng = SplitMix64(state: 5)
-        let tensors = TensorSet([[3, 5], [7], [], [2, 2, 3]].enumerated().map { i, shape in
+        var rng = SplitMix64(seed: 5)
+        let shapes: [[Int]] = [[3, 5], [7], [], [2, 2, 3]]
+        let tensors = TensorSet(shapes.enumerated().map { i, shape in
             let t = Tensor(zeros: shape)
             for k in 0..<t.count { t.data[k] = Float(Int(rng.next() % 2001) - 1000) / 37 }
             return NamedTensor("t\(i)", t)
