@@ -157,15 +157,21 @@ struct ScaleBench {
         add("plan: worker backbone mapping RSS", "MB", mb(workerPlan.backboneShared))
         add("plan: worker private", "MB", mb(workerPlan.privateBytes))
         let mib = 1_048_576.0 / 1e6   // smaps reports KiB; WorkerMemory gives MiB: compare in MB
-        if let c = sampler.peaks[sampler.coordinatorPID ?? -1] {
-            add("measured: coordinator peak RSS", "MB", c.rss * mib)
-            add("measured: coordinator peak PSS", "MB", c.pss * mib)
-            add("coordinator RSS measured/plan", "ratio", c.rss * mib / mb(coordinatorPlan.rss))
+        // Peak RSS is the kernel's high-water mark (VmHWM) where it was read, else the sampled peak; PSS
+        // has no high-water mark, so it is the sampled peak.
+        func peakRSS(_ pid: pid_t, _ sampled: WorkerMemory) -> Double { max(sampler.hwm[pid] ?? 0, sampled.rss) }
+        if let pid = sampler.coordinatorPID, let c = sampler.peaks[pid] {
+            add("measured: coordinator peak RSS (VmHWM)", "MB", peakRSS(pid, c) * mib)
+            add("measured: coordinator peak RSS (sampled)", "MB", c.rss * mib)
+            add("measured: coordinator peak PSS (sampled)", "MB", c.pss * mib)
+            add("coordinator RSS measured/plan", "ratio", peakRSS(pid, c) * mib / mb(coordinatorPlan.rss))
         }
-        let workerPeaks = sampler.workerPIDs.compactMap { sampler.peaks[$0] }
+        let workerPeaks = sampler.workerPIDs.compactMap { pid in
+            sampler.peaks[pid].map { m -> WorkerMemory in var m = m; m.rss = peakRSS(pid, m); return m }
+        }
         if workerPeaks.isEmpty { report.note("warning: no worker memory was sampled") }
         for (i, w) in workerPeaks.enumerated() {
-            add("measured: worker \(i) peak RSS", "MB", w.rss * mib)
+            add("measured: worker \(i) peak RSS (VmHWM)", "MB", w.rss * mib)
             add("measured: worker \(i) peak PSS", "MB", w.pss * mib)
             add("measured: worker \(i) backbone mapping peak RSS", "MB", w.backboneRSS * mib)
             add("measured: worker \(i) backbone mapping peak PSS", "MB", w.backbonePSS * mib)
@@ -438,6 +444,9 @@ struct MemorySampler {
     /// CPU seconds (user + system) of each worker PID: when it joined (its backbone loaded), and last seen.
     var cpuAtJoin: [pid_t: Double] = [:]
     var cpuLast: [pid_t: Double] = [:]
+    /// The kernel's peak RSS of each PID (VmHWM, MiB) when last read: exact, where sampling every 0.5 s
+    /// can miss a short peak (the coordinator's lasts the few ms of an AdamW step).
+    var hwm: [pid_t: Double] = [:]
     var firstStep: Double?
     private var lastRollup = 0.0, lastSmaps = 0.0, lastLogs = 0.0
 
@@ -457,6 +466,7 @@ struct MemorySampler {
             let full = t - lastSmaps >= 4
             if full { lastSmaps = t }
             for pid in children { if let c = Self.cpuSeconds(pid) { cpuLast[pid] = c } }
+            for pid in [coordinator] + children { if let h = Self.highWaterMark(pid) { hwm[pid] = h } }
             for pid in [coordinator] + children {
                 guard let m = full ? WorkerMemory.read(pid) : WorkerMemory.rollup(pid) else { continue }
                 var p = peaks[pid] ?? WorkerMemory()
@@ -477,6 +487,16 @@ struct MemorySampler {
             }
             if firstStep == nil, LocalCommBench.loggedSteps(runDir) > 0 { firstStep = t - launched }
         }
+    }
+
+    /// VmHWM of `pid` from /proc/PID/status, in MiB.
+    static func highWaterMark(_ pid: pid_t) -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Double(parts[1]) { return kb / 1024 }
+        }
+        return nil
     }
 
     /// utime + stime of `pid` from /proc/PID/stat (fields 14 and 15, in clock ticks).
