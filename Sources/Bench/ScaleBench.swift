@@ -20,13 +20,15 @@ import Training
 ///    and stops with a message if the job would not fit; runs `coordinator plan` itself for the record;
 ///    then `coordinator train` with `cluster.launcher: local`, `--workers` workers of compute.threads 1,
 ///    `DEHVF_CACHE_DIR` in the scratch directory (so the BF16/F16 -> F32 node cache is written by the
-///    workers and mapped by both). While it runs, RSS and PSS of the coordinator and each worker are
-///    sampled from /proc/PID/smaps_rollup every 0.5 s (the backbone mappings from /proc/PID/smaps every
-///    4 s) and the peaks kept.
+///    workers and mapped by both). While it runs, the peak RSS of the coordinator and each worker is read
+///    from the kernel (VmHWM), their PSS sampled from /proc/PID/smaps_rollup every 0.5 s (the backbone
+///    mappings from /proc/PID/smaps every 4 s) and the peaks kept, with the workers' CPU seconds.
 /// 4. Reports the peaks against the plan's prediction, the conversion and load times, seconds per sample
-///    and the fraction of the sgemm ceiling (one OpenBLAS thread, measured before and after the run,
-///    times the workers) the run reached, counting every FLOP of the micro-batches it actually ran (each
-///    at its longest row) and of the ViT pass over each new image; then plans LLaMA-2-7B (F16, two sparse
+///    and the fraction of the sgemm ceiling (one OpenBLAS thread, measured before and after the run) the
+///    run reached three ways (wall clock over all workers, the workers' compute seconds, their CPU
+///    seconds: the last leaves out the share of the cores other processes took), counting every FLOP of
+///    the micro-batches it actually ran (each at its longest row, backed-up copies for the CPU figure) and
+///    of the ViT pass over each new image; then plans LLaMA-2-7B (F16, two sparse
 ///    shards: headers over holes, no disk used) with the same ViT and data and projects it by the same
 ///    arithmetic.
 /// Everything is removed afterwards unless `--keep`.
