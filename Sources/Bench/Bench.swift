@@ -2,7 +2,8 @@
 //
 //   swift run -c release bench <suite> [--threads N] [--runs R] [--json FILE]
 //
-// Suites: gemm, step, infer, generate, length, io, comm, all. Each figure is the median of `--runs` timed runs after
+// Suites: gemm, step, infer, generate, length, io, comm, scale, all (scale is left out of all: it writes 4 GB and
+// trains a 1B model). Each figure is the median of `--runs` timed runs after
 // `--warmup` untimed ones, reported with its min and max (`comm`'s local-worker figures are medians
 // over the steps of one real training run each instead). The machine is shared, so every suite that
 // reports a fraction of the sgemm ceiling measures that ceiling in the same run, next to the figure.
@@ -16,7 +17,7 @@ struct Bench: ParsableCommand {
         commandName: "bench",
         abstract: "Measured speed of the numeric core, the data path and the wire against this machine's ceilings.",
         subcommands: [GemmSuite.self, StepSuite.self, InferSuite.self, GenerateSuite.self, LengthSuite.self, IOSuite.self,
-                      CommSuite.self, AllSuites.self])
+                      CommSuite.self, ScaleSuite.self, AllSuites.self])
 }
 
 /// Flags every suite shares.
@@ -151,6 +152,43 @@ struct CommSuite: ParsableCommand {
     func run() throws {
         let local = workerList.isEmpty ? nil : LocalRuns(workers: workerList, steps: steps, keep: keep)
         try options.session { try CommBench.run(options, workers: projectedWorkers, local: local, into: $0) }
+    }
+}
+
+struct ScaleSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "scale",
+        abstract: "A 1B-scale run here: TinyLlama-1.1B (BF16, 2 shards) + CLIP ViT-L/14-336 (F16 CLIPModel), trained with "
+            + "local workers; peak RSS/PSS against coordinator plan, load time, seconds per sample, fraction of the sgemm "
+            + "ceiling; projected to LLaMA-2-7B.",
+        discussion: "Writes about 3 GB of random backbones and a 16-row dataset under --scratch, then the workers widen them "
+            + "into about 6 GB of F32 copies there (DEHVF_CACHE_DIR); stops before training if /proc/meminfo's MemAvailable "
+            + "is short of the plan's node total + 15%. Runs the coordinator and worker built next to bench (swift build -c "
+            + "release). Takes several minutes on 2 cores; everything under --scratch is removed afterwards unless --keep. "
+            + "--threads, --runs, --warmup, --configs and --modes do not apply.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Scratch directory (must not exist; removed afterwards).") var scratch = "/tmp/scale"
+    @Option(help: "Local worker processes (compute.threads 1 each).") var workers = 2
+    @Option(help: "Training steps.") var steps = 2
+    @Option(help: "data.global_batch.") var globalBatch = 4
+    @Option(help: "data.micro_batch.") var microBatch = 2
+    @Option(help: "Dataset rows (lengths uniform in [32, 256]).") var rows = 16
+    @Flag(inversion: .prefixedNo, help: "Plan LLaMA-2-7B (sparse F16 shards) with the same ViT and data, and project the run to it.")
+    var project7b = true
+    @Flag(help: "Keep the scratch directory.") var keep = false
+
+    func validate() throws {
+        guard workers >= 1, steps >= 1, microBatch >= 1, globalBatch >= microBatch, globalBatch % microBatch == 0 else {
+            throw ValidationError("need workers, steps >= 1 and a global batch that is a multiple of the micro-batch")
+        }
+        guard rows >= globalBatch * steps else {
+            throw ValidationError("--rows must cover the steps (\(globalBatch * steps) samples) so every image is new")
+        }
+    }
+
+    func run() throws {
+        let bench = ScaleBench(scratch: URL(fileURLWithPath: scratch), workers: workers, steps: steps, globalBatch: globalBatch,
+                               microBatch: microBatch, rows: rows, keep: keep, project7B: project7b)
+        try options.session { try bench.run(into: $0) }
     }
 }
 

@@ -314,7 +314,8 @@ struct LocalCommBench {
 
     /// Runs `executable` with its stdout and stderr in `log`; throws with the log's tail if it fails or
     /// outlives `timeout` seconds (then it is stopped with SIGTERM, which also stops its local workers).
-    static func launch(_ executable: String, _ args: [String], log: URL, timeout: Double,
+    /// `environment` adds to (or overrides) this process's environment for it.
+    static func launch(_ executable: String, _ args: [String], log: URL, timeout: Double, environment: [String: String] = [:],
                        whileRunning: (pid_t) -> Void = { _ in }) throws {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
@@ -322,6 +323,9 @@ struct LocalCommBench {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         p.standardOutput = handle
         p.standardError = handle
         try p.run()
@@ -402,9 +406,12 @@ struct WorkerMemory {
     var rss = 0.0, pss = 0.0, backboneRSS = 0.0, backbonePSS = 0.0
 
     /// The memory of every direct child of `parent` (the local launcher's workers). Empty off Linux.
-    static func children(of parent: pid_t) -> [WorkerMemory] {
+    static func children(of parent: pid_t) -> [WorkerMemory] { childPIDs(of: parent).compactMap(read) }
+
+    /// The direct children of `parent`, in PID order. Empty off Linux.
+    static func childPIDs(of parent: pid_t) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { Int32($0) }.filter { parentPID(of: $0) == parent }.sorted().compactMap(read)
+        return entries.compactMap { Int32($0) }.filter { parentPID(of: $0) == parent }.sorted()
     }
 
     /// Field 4 of /proc/PID/stat (after the parenthesised command name, which may hold spaces).
@@ -413,6 +420,21 @@ struct WorkerMemory {
               let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    /// RSS and PSS of the whole process from /proc/PID/smaps_rollup: the kernel sums the mappings, so
+    /// this is cheap enough to sample a large process often (the backbone fields stay zero).
+    static func rollup(_ pid: pid_t) -> WorkerMemory? {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps_rollup"),
+              let data = try? handle.readToEnd(), let text = String(data: data, encoding: .utf8) else { return nil }
+        try? handle.close()
+        var m = WorkerMemory()
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, let kb = Double(parts[1]) else { continue }
+            if parts[0] == "Rss:" { m.rss = kb / 1024 } else if parts[0] == "Pss:" { m.pss = kb / 1024 }
+        }
+        return m
     }
 
     static func read(_ pid: pid_t) -> WorkerMemory? {

@@ -18,23 +18,10 @@ public enum SafetensorsWriter {
     /// The bytes of such a file.
     public static func encode(_ tensors: TensorSet, as stored: StoredType = .f32,
                               metadata: [String: String] = [:]) throws -> Data {
-        var header: [String: Any] = [:]
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var offset = 0
-        for (name, tensor) in zip(tensors.names, tensors.tensors) {
-            guard name != "__metadata__", header[name] == nil else {
-                throw ModelError(.badInput, "cannot write tensor name '\(name)' twice or as '__metadata__'")
-            }
-            let size = tensor.count * stored.byteSize
-            header[name] = ["dtype": stored.rawValue, "shape": tensor.shape, "data_offsets": [offset, offset + size]]
-            offset += size
-        }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        json.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8))
-
-        var out = Data(capacity: 8 + json.count + offset)
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(json)
+        let layouts = zip(tensors.names, tensors.tensors).map { TensorLayout($0, shape: $1.shape) }
+        let (prefix, offset) = try header(layouts, as: stored, metadata: metadata)
+        var out = Data(capacity: prefix.count + offset)
+        out.append(prefix)
         for tensor in tensors.tensors {
             switch stored {
             case .f32:
@@ -48,5 +35,28 @@ public enum SafetensorsWriter {
             }
         }
         return out
+    }
+
+    /// The 8-byte length and the space-padded header JSON of a file holding `tensors` in this order, and
+    /// the size of its data section.
+    static func header(_ tensors: [TensorLayout], as stored: StoredType,
+                       metadata: [String: String]) throws -> (bytes: Data, dataSize: Int) {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for t in tensors {
+            guard t.name != "__metadata__", header[t.name] == nil else {
+                throw ModelError(.badInput, "cannot write tensor name '\(t.name)' twice or as '__metadata__'")
+            }
+            let size = t.count * stored.byteSize
+            header[t.name] = ["dtype": stored.rawValue, "shape": t.shape, "data_offsets": [offset, offset + size]]
+            offset += size
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        json.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - json.count % 8) % 8))
+        var out = Data(capacity: 8 + json.count)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(json)
+        return (out, offset)
     }
 }
