@@ -25,19 +25,14 @@ public enum RandomBackbone {
         public var shape: [Int] { layout.shape }
     }
 
-    /// The CLIP vision tower's tensors in transformers' order and initialisation (see `clipVision`), under
-    /// `prefix` (`vision_model.` as both CLIPVisionModel and CLIPModel save them).
-    public static func clipVisionLayout(_ c: CLIPVisionConfig, prefix p: String = "vision_model.") -> [InitialTensor] {
-        let d = c.hiddenSize, l = c.numHiddenLayers
+    /// A CLIP encoder's layers (vision and text towers alike) under `prefix`, in transformers' order and
+    /// CLIPPreTrainedModel's initialisation.
+    static func clipEncoderLayout(prefix p: String, width d: Int, intermediate: Int, layers l: Int) -> [InitialTensor] {
         let inStd = 1 / Float(d).squareRoot() / Float(2 * l).squareRoot()
         let outStd = 1 / Float(d).squareRoot(), fcStd = 1 / Float(2 * d).squareRoot()
         var t: [InitialTensor] = []
         func normal(_ name: String, _ shape: [Int], _ std: Float) { t.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .normal(std: std))) }
         func constant(_ name: String, _ shape: [Int], _ value: Float) { t.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .constant(value))) }
-        normal(p + "embeddings.class_embedding", [d], 1 / Float(d).squareRoot())
-        normal(p + "embeddings.patch_embedding.weight", [d, c.numChannels, c.patchSize, c.patchSize], 0.02)
-        normal(p + "embeddings.position_embedding.weight", [c.numPatches + 1, d], 0.02)
-        constant(p + "pre_layrnorm.weight", [d], 1); constant(p + "pre_layrnorm.bias", [d], 0)
         for i in 0..<l {
             let q = p + "encoder.layers.\(i)."
             for proj in ["q_proj", "k_proj", "v_proj"] {
@@ -45,10 +40,25 @@ public enum RandomBackbone {
             }
             normal(q + "self_attn.out_proj.weight", [d, d], outStd); constant(q + "self_attn.out_proj.bias", [d], 0)
             constant(q + "layer_norm1.weight", [d], 1); constant(q + "layer_norm1.bias", [d], 0)
-            normal(q + "mlp.fc1.weight", [c.intermediateSize, d], fcStd); constant(q + "mlp.fc1.bias", [c.intermediateSize], 0)
-            normal(q + "mlp.fc2.weight", [d, c.intermediateSize], inStd); constant(q + "mlp.fc2.bias", [d], 0)
+            normal(q + "mlp.fc1.weight", [intermediate, d], fcStd); constant(q + "mlp.fc1.bias", [intermediate], 0)
+            normal(q + "mlp.fc2.weight", [d, intermediate], inStd); constant(q + "mlp.fc2.bias", [d], 0)
             constant(q + "layer_norm2.weight", [d], 1); constant(q + "layer_norm2.bias", [d], 0)
         }
+        return t
+    }
+
+    /// The CLIP vision tower's tensors in transformers' order and initialisation (see `clipVision`), under
+    /// `prefix` (`vision_model.` as both CLIPVisionModel and CLIPModel save them).
+    public static func clipVisionLayout(_ c: CLIPVisionConfig, prefix p: String = "vision_model.") -> [InitialTensor] {
+        let d = c.hiddenSize, l = c.numHiddenLayers
+        var t: [InitialTensor] = []
+        func normal(_ name: String, _ shape: [Int], _ std: Float) { t.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .normal(std: std))) }
+        func constant(_ name: String, _ shape: [Int], _ value: Float) { t.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .constant(value))) }
+        normal(p + "embeddings.class_embedding", [d], 1 / Float(d).squareRoot())
+        normal(p + "embeddings.patch_embedding.weight", [d, c.numChannels, c.patchSize, c.patchSize], 0.02)
+        normal(p + "embeddings.position_embedding.weight", [c.numPatches + 1, d], 0.02)
+        constant(p + "pre_layrnorm.weight", [d], 1); constant(p + "pre_layrnorm.bias", [d], 0)
+        t += clipEncoderLayout(prefix: p, width: d, intermediate: c.intermediateSize, layers: l)
         constant(p + "post_layernorm.weight", [d], 1); constant(p + "post_layernorm.bias", [d], 0)
         return t
     }

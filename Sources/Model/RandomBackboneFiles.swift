@@ -32,24 +32,12 @@ extension RandomBackbone {
     public static func clipModelLayout(vision v: CLIPVisionConfig, text t: CLIPTextShape, projectionDim: Int) -> [InitialTensor] {
         var out = clipVisionLayout(v)
         let d = t.hiddenSize, l = t.numHiddenLayers
-        let inStd = 1 / Float(d).squareRoot() / Float(2 * l).squareRoot()
-        let outStd = 1 / Float(d).squareRoot(), fcStd = 1 / Float(2 * d).squareRoot()
         func normal(_ name: String, _ shape: [Int], _ std: Float) { out.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .normal(std: std))) }
         func constant(_ name: String, _ shape: [Int], _ value: Float) { out.append(InitialTensor(layout: TensorLayout(name, shape: shape), initial: .constant(value))) }
         let p = "text_model."
         normal(p + "embeddings.token_embedding.weight", [t.vocabSize, d], 0.02)
         normal(p + "embeddings.position_embedding.weight", [t.maxPositionEmbeddings, d], 0.02)
-        for i in 0..<l {
-            let q = p + "encoder.layers.\(i)."
-            for proj in ["q_proj", "k_proj", "v_proj"] {
-                normal(q + "self_attn.\(proj).weight", [d, d], inStd); constant(q + "self_attn.\(proj).bias", [d], 0)
-            }
-            normal(q + "self_attn.out_proj.weight", [d, d], outStd); constant(q + "self_attn.out_proj.bias", [d], 0)
-            constant(q + "layer_norm1.weight", [d], 1); constant(q + "layer_norm1.bias", [d], 0)
-            normal(q + "mlp.fc1.weight", [t.intermediateSize, d], fcStd); constant(q + "mlp.fc1.bias", [t.intermediateSize], 0)
-            normal(q + "mlp.fc2.weight", [d, t.intermediateSize], inStd); constant(q + "mlp.fc2.bias", [d], 0)
-            constant(q + "layer_norm2.weight", [d], 1); constant(q + "layer_norm2.bias", [d], 0)
-        }
+        out += clipEncoderLayout(prefix: p, width: d, intermediate: t.intermediateSize, layers: l)
         constant(p + "final_layer_norm.weight", [d], 1); constant(p + "final_layer_norm.bias", [d], 0)
         normal("visual_projection.weight", [projectionDim, v.hiddenSize], 1 / Float(v.hiddenSize).squareRoot())
         normal("text_projection.weight", [projectionDim, d], 1 / Float(d).squareRoot())

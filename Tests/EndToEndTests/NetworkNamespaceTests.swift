@@ -161,7 +161,11 @@ struct NetworkNamespaceTests {
             #expect(try w.wait(seconds: 10) == 0, "\(w.output)")
             #expect(w.output.contains("coordinator silent for"), "the worker noticed the loss:\n\(w.output)")
             let joins = Self.joinedSteps(w.output)
-            #expect(joins.count == 2 && joins[1] >= checkpoint, "joined once at the start, then the resumed job at or after step \(checkpoint): \(joins)\n\(w.output)")
+            // Joined at the start, then the resumed job. With timeout_ms 1000 on a loaded two-core machine a
+            // worker may time out once more and rejoin the same resumed job (seen: [0, 20, 22]); that is the
+            // protocol working, and the parameters are checked against the reference below.
+            #expect(joins.count >= 2 && joins[0] == 0 && joins.dropFirst().allSatisfy { $0 >= checkpoint },
+                    "joined once at the start, then the resumed job at or after step \(checkpoint): \(joins)\n\(w.output)")
         }
         try expectReference(dir, "coordinator host lost")
     }
