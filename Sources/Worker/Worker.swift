@@ -61,7 +61,13 @@ struct WorkerCommand: ParsableCommand {
         if exitWithParent { ParentWatch.start() }
         let loop = try WorkerLoop(name: me, endpoint: join, curve: curve, overrides: parsed, engine: engine,
                                   heartbeatMs: heartbeatMs, timeoutMs: timeoutMs)
-        let code = try loop.run()
+        let code: Int32
+        do {
+            code = try loop.run()
+        } catch where loop.inFlight > 0 {
+            say("\(error)")
+            Self.exitNow(1)
+        }
         if loop.inFlight > 0 { Self.exitNow(code) }
         if code != 0 { throw ExitCode(code) }
     }
