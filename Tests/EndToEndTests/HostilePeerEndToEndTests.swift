@@ -215,7 +215,12 @@ struct HostilePeerEndToEndTests {
         let (jobID, step, params) = try #require(welcome, "the impostor was not admitted:\n\(c.output)")
         // A forged result for a micro-batch it holds or not: either way it must not be taken as the member's.
         impostor.send(Envelope(jobID: jobID, step: step, .result(WorkResult(microBatch: 3, gradients: record(like: params, value: .nan)))))
-        #expect(refusal(impostor)?.hasPrefix("evicted:") == true)
+        // Either the coordinator reads the forged result and evicts the impostor, or the real worker (whose
+        // DEALER reconnects within about 100 ms) has taken its routing id back first and the forged result
+        // died with the impostor's pipe (seen once on a loaded machine). Never is it taken: the parameters
+        // below are the clean run's either way.
+        let refused = refusal(impostor)
+        #expect(refused == nil || refused!.hasPrefix("evicted:"), "\(refused ?? "")\n\(c.output)")
         #expect(try c.wait() == 0, "\(c.output)")
         #expect(try real.wait(seconds: 20) == 0, "the real worker rejoins and finishes:\n\(real.output)")
         #expect(c.output.contains("its routing id was taken by a connection with another key"), "\(c.output)")
