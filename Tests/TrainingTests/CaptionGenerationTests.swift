@@ -13,15 +13,7 @@ struct CaptionGenerationTests {
     @Test("each generated token is the argmax of the model's next-token logits over the prompt and the tokens before it")
     func greedyIsArgmax() throws {
         // A loud visual memory and perturbed parameters, so the fuser's part of the logits is not negligible.
-        var job = try DemoFixture.job(data: try DemoFixture.captions())
-        job.model.injectionScale = 300
-        job.model.featureScale = 1
-        let engine = try TrainingEngine(job: job)
-        let params = engine.initialParameters()
-        for entry in params {
-            let scale: Float = entry.name.hasPrefix("router") ? 0.05 : 0.5   // a router that is not saturated
-            for i in 0..<entry.tensor.count { entry.tensor.data[i] += scale * Float((i * 7919) % 13 - 6) }
-        }
+        let (engine, params) = try DemoFixture.loudEngine(data: try DemoFixture.captions())
         let indices = [0, 3, 5, 9]
         let eos = DemoTask.id("square")   // a token the model does produce, so stopping at EOS is exercised
         let captions = try engine.generate(engine.train, indices: indices, params: params, maxNewTokens: 6, eos: eos)

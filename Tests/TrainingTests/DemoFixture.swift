@@ -3,6 +3,7 @@ import Foundation
 import Model
 import Shard
 import TestSupport
+import Training
 
 /// The demo task, small (512 training rows), written once in this process for the engine tests, and job
 /// configs for it built in code.
@@ -22,6 +23,23 @@ enum DemoFixture {
     }
 
     /// The demo job on `data` (default: ``data()``), trained on `train` (default: its train.h5).
+    /// An engine over `data` with a loud visual memory (injection 300, features x1) and initial parameters
+    /// perturbed by a fixed pattern, so the router mix, the projector and the prompt tables all move the
+    /// logits (the router's less, so that it is not saturated).
+    static func loudEngine(data: URL, mode: FusionMode = .dehvf) throws -> (TrainingEngine, TensorSet) {
+        var job = try Self.job(data: data)
+        job.model.fusion = mode
+        job.model.injectionScale = 300
+        job.model.featureScale = 1
+        let engine = try TrainingEngine(job: job)
+        let params = engine.initialParameters()
+        for entry in params {
+            let scale: Float = entry.name.hasPrefix("router") ? 0.05 : 0.5
+            for i in 0..<entry.tensor.count { entry.tensor.data[i] += scale * Float((i * 7919) % 13 - 6) }
+        }
+        return (engine, params)
+    }
+
     static func job(data: URL? = nil, train: String = "train.h5") throws -> JobConfig {
         let d = try data ?? Self.data()
         var job = JobConfig(model: .init(vision: ConfigPath(d.appendingPathComponent("vision").path),

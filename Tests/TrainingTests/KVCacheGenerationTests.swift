@@ -19,17 +19,7 @@ struct KVCacheGenerationTests {
     /// tokens (the router's prompt mean taking in a padded or generated position) or a position off by
     /// one changes them far beyond the tolerance below.
     static func engine(_ mode: FusionMode) throws -> (TrainingEngine, TensorSet) {
-        var job = try DemoFixture.job(data: try DemoFixture.variedPrompts())
-        job.model.fusion = mode
-        job.model.injectionScale = 300
-        job.model.featureScale = 1
-        let engine = try TrainingEngine(job: job)
-        let params = engine.initialParameters()
-        for entry in params {
-            let scale: Float = entry.name.hasPrefix("router") ? 0.05 : 0.5   // a router that is not saturated
-            for i in 0..<entry.tensor.count { entry.tensor.data[i] += scale * Float((i * 7919) % 13 - 6) }
-        }
-        return (engine, params)
+        try DemoFixture.loudEngine(data: try DemoFixture.variedPrompts(), mode: mode)
     }
 
     /// Each step's (rows, logits) as `generate` shows them.
