@@ -110,6 +110,17 @@ struct StepSchedulerTests {
         #expect(s.results[1].gradients.lossSum == 1)
     }
 
+    @Test("a micro-batch as slow as its peers is not backed up; one out twice as long as the slowest accepted one is")
+    func backupOnlyStragglers() {
+        var s = scheduler(k: 2, backup: 100)
+        _ = s.start(workers: [a, b], haveParams: [a, b], now: 0)
+        _ = s.received(result(0), from: a, now: 600)  // a's micro-batch took 600 ms; b's has too, so far
+        #expect(s.nextDeadline == 1200)
+        #expect(work(s.tick(now: 1199)).isEmpty)
+        let d = s.tick(now: 1200)
+        #expect(work(d).map { $0.0 } == [a] && work(d).map(\.1) == [1])
+    }
+
     @Test("losing one copy of a backed-up batch does not requeue it")
     func backupDeath() {
         var s = scheduler(k: 2, backup: 100)

@@ -21,8 +21,11 @@ import Model
 ///   ``Policy/maxFailures`` times, or on every live worker (two or more), the step fails
 ///   (``Directive/stepFailed(step:microBatch:reasons:)``) and the job ends with the reasons.
 /// - When the queue is empty and a worker is idle while another's micro-batch has been outstanding for
-///   ``Policy/backupAfterMs``, the idle worker computes it too (at most two copies); whichever result
-///   arrives first is accepted. Results are bitwise identical whichever worker computed them (DESIGN.md §6).
+///   ``Policy/backupAfterMs``, and for twice as long as the slowest micro-batch accepted so far in this
+///   step took, the idle worker computes it too (at most two copies); whichever result arrives first is
+///   accepted. Results are bitwise identical whichever worker computed them (DESIGN.md §6). A worker
+///   cannot drop a copy it has begun, so a backup of a micro-batch that is merely as slow as its peers
+///   would only hold that worker into the next step; the second condition keeps backups for stragglers.
 /// - The step completes (``Directive/stepComplete(step:results:)``, once, with the results in
 ///   micro-batch order) when every micro-batch has exactly one accepted result.
 public struct StepScheduler: Sendable {
@@ -84,6 +87,8 @@ public struct StepScheduler: Sendable {
     private var queue: [UInt32]
     private var outstanding: [WorkerID: Assignment] = [:]
     private var accepted: [UInt32: Outcome] = [:]
+    /// How long the slowest accepted copy of this step was out (0 before the first).
+    private var slowestAcceptedMs: Millis = 0
     private var failures: [UInt32: [String]] = [:]
     /// Who failed each micro-batch, by ``WorkerID/principal`` (a key that reconnects is still the same).
     private var failedOn: [UInt32: Set<String>] = [:]
@@ -183,6 +188,7 @@ public struct StepScheduler: Sendable {
                 + assignIdle(now: now)
         }
         outstanding[id] = nil
+        let tookMs = now - held.since
         if case .failed(let f) = e.message {
             return fail(microBatch, on: id, "\(id): \(Sanitized.text(f.reason, limit: 400))", now: now)
         }
@@ -211,6 +217,7 @@ public struct StepScheduler: Sendable {
             return out
         }
         accepted[microBatch] = outcome
+        slowestAcceptedMs = max(slowestAcceptedMs, tookMs)
         queue.removeAll { $0 == microBatch }
         return assignIdle(now: now) + completion()
     }
@@ -237,7 +244,7 @@ public struct StepScheduler: Sendable {
             for a in outstanding.values { copies[a.microBatch, default: 0] += 1 }
             deadlines += outstanding.values
                 .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil }
-                .map { $0.since + policy.backupAfterMs }
+                .map { $0.since + backupAfterMs }
         }
         return deadlines.min()
     }
@@ -356,12 +363,16 @@ public struct StepScheduler: Sendable {
         return out
     }
 
+    /// How long a single copy must be out before an idle worker backs it up: the policy's floor, and twice
+    /// the slowest micro-batch accepted in this step.
+    var backupAfterMs: Millis { max(policy.backupAfterMs, 2 * slowestAcceptedMs) }
+
     /// The longest-outstanding micro-batch past the backup threshold that has only one copy out.
     private func slowest(now: Millis) -> UInt32? {
         var copies: [UInt32: Int] = [:]
         for a in outstanding.values { copies[a.microBatch, default: 0] += 1 }
         return outstanding.values
-            .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil && now - $0.since >= policy.backupAfterMs }
+            .filter { copies[$0.microBatch] == 1 && accepted[$0.microBatch] == nil && now - $0.since >= backupAfterMs }
             .min { ($0.since, $0.microBatch) < ($1.since, $1.microBatch) }?
             .microBatch
     }
