@@ -3,17 +3,22 @@ import Model
 import Shard
 import Training
 
-/// What length-aware micro-batches save: 32 training rows with lengths uniform in [32, 512] (16 label
-/// tokens each, bench-config backbones, dehvf, cached features), trained in micro-batches of 8 three
-/// ways: every micro-batch padded to 512 (what computing at the file's T did), each micro-batch at the
-/// length of its longest row (the default), and with `data.group_by_length` ordering the rows
-/// (Sampler.groupedByLength), so a micro-batch's rows have similar lengths. Rounds alternate the three.
+/// What length-aware micro-batches save: 512 training rows with lengths uniform in [32, 512] (16 label
+/// tokens each, bench-config backbones, dehvf, cached features), in micro-batches of 8 and global batches
+/// of 32, trained three ways: every micro-batch padded to 512 (what computing at the file's T did), each
+/// micro-batch at the length of its longest row in the epoch's random order (the default), and in the
+/// order `data.group_by_length` gives (the job's own ``Sampler``: one mega-batch of 16 global batches,
+/// sorted by length). Timing every micro-batch of the epoch would take half an hour, so each round times
+/// every 4th micro-batch of the two orders (16 of 64, spread over the whole range of lengths) and the
+/// first 4 of the padded one (all padded micro-batches do the same work). Rounds alternate the three.
 enum LengthBench {
-    static let rows = 32, longest = 512, shortest = 32
+    static let rows = 512, longest = 512, shortest = 32, globalBatch = 32, timedEvery = 4, paddedTimed = 4
 
     static func run(_ o: BenchOptions, into report: Report) throws {
         let shape = BenchShape.bench
-        report.section("length: \(rows) rows, lengths uniform in [\(shortest), \(longest)], micro-batches of \(shape.batch), dehvf, \(shape.name) backbones")
+        let b = shape.batch
+        report.section("length: \(rows) rows, lengths uniform in [\(shortest), \(longest)], micro-batches of \(b), "
+                       + "global batches of \(globalBatch), dehvf, \(shape.name) backbones")
         let w = try Workload(shape)
         let (model, params) = try w.model(.dehvf)
         let features = try w.features(.dehvf)
@@ -25,14 +30,18 @@ enum LengthBench {
             for j in (Int(lengths[r]) - shape.labelTokens)..<Int(lengths[r]) { labels[r * longest + j] = ids[r * longest + j] }
         }
         let random = Sampler.permutation(count: rows, seed: 3, epoch: 0)
-        let grouped = Sampler.groupedByLength(random, lengths: lengths, megaBatch: rows)
+        let grouped = try Sampler(count: rows, globalBatch: globalBatch, microBatch: b, seed: 3, groupingByLength: lengths)
+            .permutation(epoch: 0)
+        precondition(grouped.sorted() == Array(0..<rows) && Sampler.groupFactor * globalBatch >= rows)
 
-        /// One pass over the rows in `order`, micro-batch by micro-batch, each at its working length (or
-        /// at `padTo`).
-        func pass(_ order: [Int], padTo: Int?) throws {
-            var start = 0
-            while start < order.count {
-                let rowsHere = Array(order[start..<(start + shape.batch)])
+        /// The micro-batches of `order` (rows in groups of `b`).
+        func microBatches(_ order: [Int]) -> [[Int]] { stride(from: 0, to: order.count, by: b).map { Array(order[$0..<($0 + b)]) } }
+        func timed(_ order: [Int]) -> [[Int]] { microBatches(order).enumerated().filter { $0.offset % timedEvery == 0 }.map(\.element) }
+        let paddedSet = Array(microBatches(random).prefix(paddedTimed)), awareSet = timed(random), groupedSet = timed(grouped)
+
+        /// Trains on each micro-batch in turn, each at the length of its longest row (or at `padTo`).
+        func pass(_ set: [[Int]], padTo: Int?) throws {
+            for rowsHere in set {
                 let width = padTo ?? Int(rowsHere.map { lengths[$0] }.max()!)
                 var bIDs: [Int32] = [], bLabels: [Int32] = []
                 for r in rowsHere {
@@ -42,34 +51,29 @@ enum LengthBench {
                 let batch = TrainingBatch(tokens: width, inputIDs: bIDs, labels: bLabels, lengths: rowsHere.map { lengths[$0] },
                                           sampleIndices: rowsHere, features: rowsHere.map { features[$0 % features.count] })
                 _ = try model.gradients(batch, params: params, dropout: DropoutMask(p: 0.1, seed: 0, step: 0))
-                start += shape.batch
             }
         }
         var padded: [Double] = [], aware: [Double] = [], groupedTimes: [Double] = []
         for round in 0..<(o.warmup + o.runs) {
-            let p = try timeRuns(runs: 1, warmup: 0) { try pass(random, padTo: longest) }
-            let a = try timeRuns(runs: 1, warmup: 0) { try pass(random, padTo: nil) }
-            let g = try timeRuns(runs: 1, warmup: 0) { try pass(grouped, padTo: nil) }
+            // Seconds per sample, so the three figures compare although they time different row counts.
+            let p = try timeRuns(runs: 1, warmup: 0) { try pass(paddedSet, padTo: longest) }.median / Double(paddedSet.count * b)
+            let a = try timeRuns(runs: 1, warmup: 0) { try pass(awareSet, padTo: nil) }.median / Double(awareSet.count * b)
+            let g = try timeRuns(runs: 1, warmup: 0) { try pass(groupedSet, padTo: nil) }.median / Double(groupedSet.count * b)
             if round >= o.warmup {
-                padded.append(p.median); aware.append(a.median); groupedTimes.append(g.median)
+                padded.append(p); aware.append(a); groupedTimes.append(g)
             }
         }
-        let n = Double(rows)
         let sp = Samples(padded), sa = Samples(aware), sg = Samples(groupedTimes)
-        report.add("length", config: shape.name, mode: "dehvf", name: "padded to \(longest): samples/s", unit: "samples/s", sp.rate(n))
-        report.add("length", config: shape.name, mode: "dehvf", name: "length-aware: samples/s", unit: "samples/s", sa.rate(n))
-        report.add("length", config: shape.name, mode: "dehvf", name: "length-aware + group_by_length: samples/s", unit: "samples/s", sg.rate(n))
+        report.add("length", config: shape.name, mode: "dehvf", name: "padded to \(longest): samples/s", unit: "samples/s", sp.rate(1))
+        report.add("length", config: shape.name, mode: "dehvf", name: "length-aware: samples/s", unit: "samples/s", sa.rate(1))
+        report.add("length", config: shape.name, mode: "dehvf", name: "length-aware + group_by_length: samples/s", unit: "samples/s", sg.rate(1))
         report.add("length", config: shape.name, mode: "dehvf", name: "speed-up, length-aware", unit: "x", sp.over(sa))
         report.add("length", config: shape.name, mode: "dehvf", name: "speed-up, length-aware + grouped", unit: "x", sp.over(sg))
-        let mean = Double(lengths.reduce(0) { $0 + Int($1) }) / n
-        report.note(String(format: "mean row length %.0f of %d; tokens computed: padded %d, length-aware %d, grouped %d", mean, longest,
-                           rows * longest, work(random, lengths), work(grouped, lengths)))
-    }
-
-    /// Tokens computed in micro-batches of 8 taken in `order`, each at its longest row.
-    static func work(_ order: [Int], _ lengths: [Int32]) -> Int {
-        stride(from: 0, to: order.count, by: 8).reduce(0) { sum, s in
-            sum + 8 * Int(order[s..<(s + 8)].map { lengths[$0] }.max()!)
-        }
+        let mean = Double(lengths.reduce(0) { $0 + Int($1) }) / Double(rows)
+        func tokens(_ set: [[Int]]) -> Int { set.reduce(0) { $0 + b * Int($1.map { lengths[$0] }.max()!) } }
+        report.note(String(format: "mean row length %.0f of %d; tokens computed per sample over the epoch: padded %d, "
+                           + "length-aware %.0f, grouped %.0f (timed micro-batches: %.0f, %.0f); unpadded %.0f", mean, longest, longest,
+                           Double(tokens(microBatches(random))) / Double(rows), Double(tokens(microBatches(grouped))) / Double(rows),
+                           Double(tokens(awareSet)) / Double(awareSet.count * b), Double(tokens(groupedSet)) / Double(groupedSet.count * b), mean))
     }
 }
