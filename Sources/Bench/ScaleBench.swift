@@ -209,7 +209,7 @@ struct ScaleBench {
         add("seconds per sample (sum step_s / samples)", "s", wall / samples)
         add("GFLOP per sample, training (micro-batches as run)", "GFLOP", flops.training / samples / 1e9)
         add("GFLOP per sample, ViT (every image new)", "GFLOP", flops.vision / samples / 1e9)
-        add("plan: GFLOP per sample (padded T, features cached)", "GFLOP", plan.flopsPerSample / 1e9)
+        add("plan: GFLOP per sample (features cached)", "GFLOP", plan.flopsPerSample / 1e9)
         add("sgemm ceiling, 1 thread, before", "GFLOP/s", ceilingBefore)
         add("sgemm ceiling, 1 thread, after", "GFLOP/s", ceilingAfter)
         let ceiling = max(ceilingBefore, ceilingAfter)
@@ -387,14 +387,11 @@ struct ScaleBench {
     /// FLOPs of one micro-batch of `rows`: training at its longest row with its label rows, and the ViT
     /// over its images.
     static func flops(of rows: [Int], setup: JobSetup, data: WrittenData) -> Double {
-        let longest = rows.map { data.lengths[$0] }.max() ?? 0
-        let labelRows = rows.map { data.labelCounts[$0] }.reduce(0, +)
-        let count = FlopCount(language: setup.language, vision: setup.vision, fuser: setup.fuser, batch: rows.count,
-                              textTokens: longest, labelTokens: 1)
-        // FlopCount's lm_head term is 2 x (2 x rows x d x V), forward and backward, at batch x labelTokens
-        // rows: replace its one row per sample by the real label rows.
-        let perLabelRow = 4 * Double(setup.language.hiddenSize) * Double(setup.language.vocabSize)
-        return count.step + perLabelRow * Double(labelRows - rows.count) + Double(rows.count) * count.visionPerImage
+        let training = FlopCount.microBatch(language: setup.language, vision: setup.vision, fuser: setup.fuser, rows: rows.count,
+                                            longest: rows.map { data.lengths[$0] }.max() ?? 0,
+                                            labelRows: rows.map { data.labelCounts[$0] }.reduce(0, +))
+        return training + Double(rows.count) * FlopCount(language: setup.language, vision: setup.vision, fuser: setup.fuser,
+                                                         batch: 1, textTokens: 1, labelTokens: 1).visionPerImage
     }
 
     // MARK: the machine

@@ -11,7 +11,8 @@ struct Plan: ParsableCommand {
             Reads only the backbones' config.json and safetensors headers and the dataset's shapes. Memory \
             follows the code's own buffers (the LLM's training activations at the longest micro-batch, the \
             fuser, the label rows' logits, one image through the ViT, the feature cache) plus a fixed runtime \
-            overhead; backbone pages are mapped from files and shared by the processes of a node (RSS counts \
+            overhead. FLOPs are those of the micro-batches the job will run, each at its longest row (the \
+            sampler's order is a pure function of the seed); backbone pages are mapped from files and shared by the processes of a node (RSS counts \
             them in each, PSS splits them). The time is at this machine's sgemm ceiling, measured now \
             (OpenBLAS on compute.threads threads), and at the fraction of it a step reaches (--efficiency).
             """)
@@ -45,8 +46,9 @@ struct Plan: ParsableCommand {
             print("  per node with \(plan.workers) workers: \(gb(w.backboneShared + plan.workers * w.privateBytes)) "
                 + "(PSS per worker \(gb(w.backboneShared / plan.workers + w.privateBytes)))")
         }
-        print(String(format: "  compute: %.3g GFLOP per sample, %.3g GFLOP per step; ViT %.3g GFLOP per image (%d images, once)",
-                     plan.flopsPerSample / 1e9, plan.flopsPerStep / 1e9, plan.visionFlopsPerImage / 1e9, plan.images))
+        print(String(format: "  compute: %.3g GFLOP per sample (%.3g if padded to %d tokens), %.3g GFLOP per step; ViT %.3g GFLOP per image (%d images, once)",
+                     plan.flopsPerSample / 1e9, plan.paddedFlopsPerSample / 1e9, setup.train.tokens, plan.flopsPerStep / 1e9,
+                     plan.visionFlopsPerImage / 1e9, plan.images))
         BLAS.setThreads(config.compute.threads)
         let ceiling = SgemmCeiling.measure()
         let (vision, training) = plan.seconds(atGFLOPS: ceiling * efficiency)

@@ -42,7 +42,6 @@ public struct FlopCount: Sendable {
     private var m: Double { Double(fuser.visualTokens) }
     private var t: Double { Double(textTokens) }
     private var tPrime: Double { t + (mode == .concat ? m : 0) }
-    private var labelRows: Double { b * Double(labelTokens) }
 
     private func llmLinear() -> Double {
         let d = Double(c.hiddenSize), qd = Double(c.numAttentionHeads * c.headDim)
@@ -66,9 +65,21 @@ public struct FlopCount: Sendable {
     }
 
     /// One training step (forward and backward of the micro-batch) on cached features.
-    public var step: Double {
+    public var step: Double { step(labelRows: batch * labelTokens) }
+
+    /// One training step whose samples have `labelRows` label tokens in all (the lm_head runs on exactly
+    /// those rows), on cached features.
+    public func step(labelRows: Int) -> Double {
         let l = Double(c.numHiddenLayers)
-        return l * (2 * llmLinear() + 12 * attention) + 2 * head(rows: labelRows) + fuserForward + fuserBackward
+        return l * (2 * llmLinear() + 12 * attention) + 2 * head(rows: Double(labelRows)) + fuserForward + fuserBackward
+    }
+
+    /// The training FLOPs of one micro-batch as the job computes it, on cached features: its rows at the
+    /// length of the longest, `labelRows` label tokens in all.
+    public static func microBatch(language: LlamaConfig, vision: CLIPVisionConfig, fuser: FuserConfig, rows: Int,
+                                  longest: Int, labelRows: Int) -> Double {
+        FlopCount(language: language, vision: vision, fuser: fuser, batch: rows, textTokens: longest, labelTokens: 0)
+            .step(labelRows: labelRows)
     }
 
     /// Forward-only scoring: logits at one row per sample.

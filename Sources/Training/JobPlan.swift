@@ -4,7 +4,8 @@ import Model
 import Shard
 
 /// What a job will take, computed from `config.json` files and dataset shapes alone (no weights
-/// loaded): memory per process, FLOPs per sample and per step, and the time at a given sgemm rate.
+/// loaded): memory per process, FLOPs per sample and per step (of the micro-batches the job will run),
+/// and the time at a given sgemm rate.
 /// `coordinator plan` prints it; `bench scale` measures the same job and compares.
 ///
 /// The memory model follows the code's own allocations: `LlamaWorkspace.prepare` for the LLM's training
@@ -24,8 +25,12 @@ public struct JobPlan: Sendable {
     }
 
     public let processes: [Process]
+    /// Training FLOPs (features cached) of the job's own micro-batches, each at its longest row: the mean
+    /// per sample and per step.
     public let flopsPerSample: Double
     public let flopsPerStep: Double
+    /// What a sample would cost with every micro-batch padded to the dataset's T, for comparison.
+    public let paddedFlopsPerSample: Double
     public let visionFlopsPerImage: Double
     public let images: Int
     public let steps: Int
@@ -35,6 +40,9 @@ public struct JobPlan: Sendable {
     /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a process, measured on the demo (a
     /// worker's RSS minus everything modelled here).
     public static let runtimeOverhead = 64 << 20
+    /// Micro-batches the FLOP count walks one by one (a few seconds at most); a longer job is counted at
+    /// their mean.
+    static let walkLimit = 1_000_000
 
     public init(setup: JobSetup, workers: Int) throws {
         let job = setup.job, f = setup.fuser, c = setup.language, v = setup.vision
@@ -55,7 +63,8 @@ public struct JobPlan: Sendable {
         let fuser = concat ? (2 * bm * dv + 2 * bm * r + 4 * bm * d) * floats
             : (s * bm * dv + 2 * s * bm * r + l * b * d + l * b * s + l * bm * r + l * b * t * m + 2 * bm * r + 4 * bm * d
                + 3 * lanes * t * m) * floats
-        let (maxLabels, meanLabels) = try setup.train.labelTokenStatistics()
+        let labelCounts = try setup.train.labelTokenCounts()
+        let maxLabels = Int(labelCounts.max() ?? 0)
         let logits = b * maxLabels * c.vocabSize * floats
         // One image through the ViT: every hidden state, the attention scores, the MLP activation.
         let np = v.numPatches + 1
@@ -73,27 +82,47 @@ public struct JobPlan: Sendable {
             ("parameters and gradients", 3 * trainable), ("runtime", Self.runtimeOverhead),
         ])
         let k = job.data.globalBatch / job.data.microBatch
-        // At the AdamW step, the peak (measured with bench scale: 163 MB against 163 MB at 2.9M parameters):
-        // the step's parameters (still referenced by the wire, which sends them without a copy) beside the
-        // new copies `TrainState.apply` makes, both moments, every micro-batch's record and their exact sum,
-        // and the largest tensor's Int64 accumulator (8 bytes a value) and scaled gradient.
+        // At the AdamW step, the peak: the step's parameters (still referenced by the wire, which sends them
+        // without a copy) beside the new copies `TrainState.apply` makes, both moments, every micro-batch's
+        // record and their exact sum, and the largest tensor's Int64 accumulator (8 bytes a value) and
+        // scaled gradient; and results arriving together, each held as its wire frame until decoded into a
+        // record (bench scale at 2.9M parameters: 145-208 MB measured against 187 MB).
         let largest = f.parameterShapes.map { $0.shape.reduce(1, *) }.max() ?? 0
         let coordinator = Process(name: "coordinator", backboneShared: 0, parts: [
             ("parameters (old and new) and AdamW moments", 4 * trainable),
             ("a step's gradient records and their sum", (k + 1) * trainable),
+            ("results arriving (a wire frame per worker)", max(1, workers) * trainable),
             ("exact-sum accumulator and gradient scratch", 3 * largest * floats),
             ("dataset columns", setup.train.count * 64), ("runtime", Self.runtimeOverhead),
         ])
         processes = job.cluster.launcher == .inprocess
             ? [Process(name: "coordinator (computes in-process)", backboneShared: backbone,
-                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" })]
+                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" && !$0.0.hasPrefix("results arriving") })]
             : [coordinator, worker]
-        let count = FlopCount(language: c, vision: v, fuser: f, batch: b, textTokens: t, labelTokens: Int(meanLabels.rounded(.up)))
-        flopsPerSample = count.step / Double(b)
-        flopsPerStep = count.step * Double(k)
-        visionFlopsPerImage = count.visionPerImage
-        steps = job.optim.totalSteps(stepsPerEpoch: max(1, setup.train.count / job.data.globalBatch))
+        // FLOPs of the micro-batches the job will run: the sampler's order is a pure function of the seed
+        // (and the rows' lengths with group_by_length), so the plan walks the same micro-batches, each at
+        // its longest row with its own label rows. Past `walkLimit` micro-batches it takes their mean.
+        let lengths = setup.train.rowLengths
+        let sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch, microBatch: b,
+                                  seed: UInt64(job.data.seed), groupingByLength: job.data.groupByLength ? lengths : nil)
+        steps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         microBatchesPerStep = k
+        var walked = 0.0, walkedSteps = 0
+        while walkedSteps < steps, walkedSteps * k < Self.walkLimit {
+            for id in sampler.microBatches(globalStep: walkedSteps) {
+                let rows = try sampler.indices(id)
+                walked += FlopCount.microBatch(language: c, vision: v, fuser: f, rows: rows.count,
+                                               longest: max(1, Int(rows.map { lengths[$0] }.max() ?? 1)),
+                                               labelRows: rows.reduce(0) { $0 + Int(labelCounts[$1]) })
+            }
+            walkedSteps += 1
+        }
+        flopsPerStep = walked / Double(max(walkedSteps, 1))
+        flopsPerSample = flopsPerStep / Double(job.data.globalBatch)
+        let labels = labelCounts.reduce(0) { $0 + Int($1) }
+        paddedFlopsPerSample = FlopCount(language: c, vision: v, fuser: f, batch: b, textTokens: t, labelTokens: 0)
+            .step(labelRows: labels * b / max(1, labelCounts.count)) / Double(b)
+        visionFlopsPerImage = FlopCount(language: c, vision: v, fuser: f, batch: 1, textTokens: 1, labelTokens: 1).visionPerImage
         self.workers = job.cluster.launcher == .inprocess ? 1 : max(1, workers)
     }
 

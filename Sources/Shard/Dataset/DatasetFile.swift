@@ -317,23 +317,24 @@ public final class DatasetFile: @unchecked Sendable {
         return nil
     }
 
-    /// Label tokens per row, the largest and the mean (for `coordinator plan`), reading `labels` in
+    /// Each row's label tokens (labels other than -100), for `coordinator plan`, reading `labels` in
     /// bounded chunks.
-    public func labelTokenStatistics() throws -> (max: Int, mean: Double) {
+    public func labelTokenCounts() throws -> [Int32] {
         let step = Limits.scanRows(tokens: tokens)
-        var start = 0, most = 0, total = 0
+        var counts: [Int32] = []
+        counts.reserveCapacity(count)
+        var start = 0
         while start < count {
             let end = min(count, start + step)
             let values = try labels.readRows(sorted: Array(start..<end), as: Int32.self)
             for r in 0..<(end - start) {
-                var n = 0
+                var n: Int32 = 0
                 for j in 0..<tokens where values[r * tokens + j] != -100 { n += 1 }
-                most = max(most, n)
-                total += n
+                counts.append(n)
             }
             start = end
         }
-        return (most, count == 0 ? 0 : Double(total) / Double(count))
+        return counts
     }
 
     /// Each row's length (real tokens), read at open: the sampler's grouping by length uses it.
