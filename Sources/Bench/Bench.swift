@@ -101,7 +101,10 @@ struct GenerateSuite: ParsableCommand {
 
 struct LengthSuite: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "length",
-        abstract: "Training on rows of varied length: padded to the longest, length-aware micro-batches, and grouped by length.")
+        abstract: "Training on rows of varied length: padded to the longest, length-aware micro-batches, and grouped by length.",
+        discussion: "Each round times a quarter of the epoch's micro-batches (about 3 minutes on one SkylakeX core); "
+            + "--runs 4 times all of them once, and the 'all rounds' speed-ups are then the epoch's. --warmup N trains "
+            + "N micro-batches of each kind untimed first.")
     @OptionGroup var options: BenchOptions
     func run() throws { try options.session { try LengthBench.run(options, into: $0) } }
 }
