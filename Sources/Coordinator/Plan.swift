@@ -10,10 +10,11 @@ struct Plan: ParsableCommand {
         discussion: """
             Reads only the backbones' config.json and safetensors headers and the dataset's shapes. Memory \
             follows the code's own buffers (the LLM's training activations at the longest micro-batch, the \
-            fuser, the label rows' logits, one image through the ViT, the feature cache) plus a fixed runtime \
-            overhead. FLOPs are those of the micro-batches the job will run, each at its longest row (the \
-            sampler's order is a pure function of the seed); backbone pages are mapped from files and shared by the processes of a node (RSS counts \
-            them in each, PSS splits them). The time is at this machine's sgemm ceiling, measured now \
+            fuser, the label rows' logits, one image through the ViT, the feature cache up to \
+            data.feature_memory_mb) plus a fixed runtime overhead. FLOPs are those of the micro-batches the \
+            job will run, each at its longest row (the sampler's order is a pure function of the seed); \
+            backbone pages are mapped from files and shared by the processes of a node (RSS counts them in \
+            each, PSS splits them). The time is at this machine's sgemm ceiling, measured now \
             (OpenBLAS on compute.threads threads), and at the fraction of it a step reaches (--efficiency).
             """)
 
@@ -46,9 +47,15 @@ struct Plan: ParsableCommand {
             print("  per node with \(plan.workers) workers: \(gb(w.backboneShared + plan.workers * w.privateBytes)) "
                 + "(PSS per worker \(gb(w.backboneShared / plan.workers + w.privateBytes)))")
         }
-        print(String(format: "  compute: %.3g GFLOP per sample (%.3g if padded to %d tokens), %.3g GFLOP per step; ViT %.3g GFLOP per image (%d images, once)",
+        print(String(format: "  compute: %.3g GFLOP per sample (%.3g if padded to %d tokens), %.3g GFLOP per step; "
+                     + "ViT %.3g GFLOP per image, at most %d runs per worker (%d images)",
                      plan.flopsPerSample / 1e9, plan.paddedFlopsPerSample / 1e9, setup.train.tokens, plan.flopsPerStep / 1e9,
-                     plan.visionFlopsPerImage / 1e9, plan.images))
+                     plan.visionFlopsPerImage / 1e9, plan.visionRunsPerWorker, plan.images))
+        if plan.imagesHeld < plan.images {
+            print("  note: data.feature_memory_mb (\(config.data.featureMemoryMB)) holds the features of \(plan.imagesHeld) of "
+                + "\(plan.images) images, so most look-ups miss and the ViT runs again for nearly every sample; set "
+                + "data.feature_cache to a directory to run it once per image")
+        }
         BLAS.setThreads(config.compute.threads)
         let ceiling = SgemmCeiling.measure()
         let (vision, training) = plan.seconds(atGFLOPS: ceiling * efficiency)

@@ -33,6 +33,11 @@ public struct JobPlan: Sendable {
     public let paddedFlopsPerSample: Double
     public let visionFlopsPerImage: Double
     public let images: Int
+    /// Images whose features a worker keeps (all of them with `data.feature_cache`, else as many as
+    /// `data.feature_memory_mb` holds).
+    public let imagesHeld: Int
+    /// ViT forward passes a worker makes over the job (see the end of `init`).
+    public let visionRunsPerWorker: Int
     public let steps: Int
     public let microBatchesPerStep: Int
     public let workers: Int
@@ -63,7 +68,7 @@ public struct JobPlan: Sendable {
         let fuser = concat ? (2 * bm * dv + 2 * bm * r + 4 * bm * d) * floats
             : (s * bm * dv + 2 * s * bm * r + l * b * d + l * b * s + l * bm * r + l * b * t * m + 2 * bm * r + 4 * bm * d
                + 3 * lanes * t * m) * floats
-        let labelCounts = try setup.train.labelTokenCounts()
+        let (labelCounts, workingLengths) = try setup.train.labelSummary()
         let maxLabels = Int(labelCounts.max() ?? 0)
         let logits = b * maxLabels * c.vocabSize * floats
         // One image through the ViT: every hidden state, the attention scores, the MLP activation.
@@ -71,14 +76,19 @@ public struct JobPlan: Sendable {
         let visionForward = ((v.numHiddenLayers + 3) * np * v.hiddenSize + v.numAttentionHeads * np * np + np * v.intermediateSize) * floats
         let featureBytes = s * m * dv * floats
         images = setup.train.imageCount
-        let cache = min(images * featureBytes, job.data.featureCache == nil ? Int.max : 0)
+        // Without `data.feature_cache`, a worker holds features in memory up to `data.feature_memory_mb`.
+        let (capBytes, overflow) = job.data.featureMemoryMB.multipliedReportingOverflow(by: 1 << 20)
+        imagesHeld = job.data.featureCache != nil ? images : min(images, (overflow ? Int.max : capBytes) / max(1, featureBytes))
+        let cache = job.data.featureCache != nil ? 0 : imagesHeld * featureBytes
         let trainable = f.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } * floats
         let backbone = setup.visionWeights.float32Bytes + setup.languageWeights.float32Bytes
 
         let worker = Process(name: "worker", backboneShared: backbone, parts: [
             ("LLM activations (training)", llm), ("fuser", fuser), ("logits of label rows", logits),
             ("ViT forward (one image)", visionForward),
-            (job.data.featureCache == nil ? "feature cache (every image, in memory)" : "feature cache (on disk)", cache),
+            (job.data.featureCache != nil ? "feature cache (on disk)"
+                : imagesHeld < images ? "feature cache (\(imagesHeld) of \(images) images, in memory)" : "feature cache (every image, in memory)",
+             cache),
             ("parameters and gradients", 3 * trainable), ("runtime", Self.runtimeOverhead),
         ])
         let k = job.data.globalBatch / job.data.microBatch
@@ -101,7 +111,8 @@ public struct JobPlan: Sendable {
             : [coordinator, worker]
         // FLOPs of the micro-batches the job will run: the sampler's order is a pure function of the seed
         // (and the rows' lengths with group_by_length), so the plan walks the same micro-batches, each at
-        // its longest row with its own label rows. Past `walkLimit` micro-batches it takes their mean.
+        // the length of its longest row (or last label) with its own label rows. Past `walkLimit`
+        // micro-batches it takes their mean.
         let lengths = setup.train.rowLengths
         let sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch, microBatch: b,
                                   seed: UInt64(job.data.seed), groupingByLength: job.data.groupByLength ? lengths : nil)
@@ -112,7 +123,7 @@ public struct JobPlan: Sendable {
             for id in sampler.microBatches(globalStep: walkedSteps) {
                 let rows = try sampler.indices(id)
                 walked += FlopCount.microBatch(language: c, vision: v, fuser: f, rows: rows.count,
-                                               longest: max(1, Int(rows.map { lengths[$0] }.max() ?? 1)),
+                                               longest: Int(rows.map { workingLengths[$0] }.max() ?? 1),
                                                labelRows: rows.reduce(0) { $0 + Int(labelCounts[$1]) })
             }
             walkedSteps += 1
@@ -124,14 +135,20 @@ public struct JobPlan: Sendable {
             .step(labelRows: labels * b / max(1, labelCounts.count)) / Double(b)
         visionFlopsPerImage = FlopCount(language: c, vision: v, fuser: f, batch: 1, textTokens: 1, labelTokens: 1).visionPerImage
         self.workers = job.cluster.launcher == .inprocess ? 1 : max(1, workers)
+        // ViT passes per worker: with a feature store all workers share, about each image once among them
+        // (a node-local one: once per node); in memory, at most every image each worker meets, and once the
+        // images outgrow the cap, random order makes nearly every look-up a miss.
+        let samplesPerWorker = (steps * job.data.globalBatch + self.workers - 1) / self.workers
+        visionRunsPerWorker = job.data.featureCache != nil ? (images + self.workers - 1) / self.workers
+            : imagesHeld < images ? samplesPerWorker : min(images, samplesPerWorker)
     }
 
-    /// Seconds for the whole job at `gflops` per worker: the one-time ViT pass over every image, then
+    /// Seconds for the whole job at `gflops` per worker: the ViT passes (``visionRunsPerWorker``), then
     /// every step, its micro-batches spread over the workers (a step takes as long as its busiest worker).
     public func seconds(atGFLOPS gflops: Double) -> (vision: Double, training: Double) {
         let rate = gflops * 1e9
         let rounds = Double((microBatchesPerStep + workers - 1) / workers)
         let perMicroBatch = flopsPerStep / Double(microBatchesPerStep)
-        return (Double(images) * visionFlopsPerImage / (rate * Double(workers)), Double(steps) * rounds * perMicroBatch / rate)
+        return (Double(visionRunsPerWorker) * visionFlopsPerImage / rate, Double(steps) * rounds * perMicroBatch / rate)
     }
 }

@@ -83,8 +83,10 @@ enum DemoFixture {
     /// Caption rows whose prompts differ in length (``variedPrompt(row:)``: 2 to 5 tokens), so a batch is
     /// padded, its rows decode at different positions, and each row's router mean covers its own prompt;
     /// 16 rows, row 3 without an image. Returns the directory (its train.h5, and links to the backbones).
-    static func variedPrompts() throws -> URL {
-        let dir = try linkedDirectory("varied-prompts")
+    /// With `labelsPastLength`, every other row's `lengths` stops 2 tokens short of its last label (a file
+    /// a hand-written converter might make): the engine computes such a row up to its last label.
+    static func variedPrompts(labelsPastLength: Bool = false) throws -> URL {
+        let dir = try linkedDirectory(labelsPastLength ? "labels-past-length" : "varied-prompts")
         var c = DemoTask.captionContents(count: 16, seed: 7)
         c.hasImage[3] = 0
         let t = c.tokens
@@ -94,7 +96,7 @@ enum DemoFixture {
             c.inputIDs.replaceSubrange(row..<(row + t), with: prompt + caption + [Int32](repeating: c.padID, count: t - prompt.count - 4))
             c.labels.replaceSubrange(row..<(row + t), with: [Int32](repeating: -100, count: prompt.count) + caption
                                      + [Int32](repeating: -100, count: t - prompt.count - 4))
-            c.lengths[i] = Int32(prompt.count + 4)
+            c.lengths[i] = Int32(prompt.count + 4 - (labelsPastLength && i % 2 == 1 ? 2 : 0))
         }
         try DatasetWriter.write(c, to: dir.appendingPathComponent("train.h5").path)
         return dir

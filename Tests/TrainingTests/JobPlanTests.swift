@@ -2,6 +2,7 @@ import Cluster
 import Foundation
 import Model
 import Shard
+import TestSupport
 import Testing
 import Training
 
@@ -23,9 +24,10 @@ struct JobPlanTests {
         return total
     }
 
-    @Test("FLOPs are those of the job's own micro-batches at their longest rows, with group_by_length or without")
-    func flopsAsRun() throws {
-        var job = try DemoFixture.job(data: try DemoFixture.variedPrompts())
+    @Test("FLOPs are those of the job's own micro-batches at their longest rows, with group_by_length or without",
+          arguments: [false, true])
+    func flopsAsRun(labelsPastLength: Bool) throws {
+        var job = try DemoFixture.job(data: try DemoFixture.variedPrompts(labelsPastLength: labelsPastLength))
         job.data.microBatch = 2
         job.data.globalBatch = 4
         job.optim.steps = 8   // two epochs of 16 rows (a partial epoch of sorted rows would take the longest first)
@@ -43,6 +45,41 @@ struct JobPlanTests {
             perSample[grouped] = plan.flopsPerSample
         }
         #expect(perSample[true]! < perSample[false]!, "\(perSample)")
+    }
+
+    @Test("the in-memory feature cache is planned up to data.feature_memory_mb, and past it the ViT runs per sample")
+    func featureMemoryCap() throws {
+        var job = try DemoFixture.job()
+        job.optim.steps = 10
+        job.cluster.launcher = .local
+        let all = try JobPlan(setup: try JobSetup(job: job, loading: false), workers: 2)
+        let images = all.images
+        func cache(_ plan: JobPlan) throws -> Int {
+            let worker = try #require(plan.processes.first { $0.name == "worker" })
+            return try #require(worker.parts.first { $0.0.hasPrefix("feature cache") }).1
+        }
+        let allBytes = try cache(all), perImage = allBytes / images
+        #expect(images > 4 && all.imagesHeld == images && allBytes == images * perImage && perImage > 0)
+        let samplesPerWorker = 10 * job.data.globalBatch / 2
+        #expect(all.visionRunsPerWorker == min(images, samplesPerWorker))
+
+        // A cap of 1 MiB: the plan holds what the engine's FeatureMemory holds after every image went through.
+        job.data.featureMemoryMB = 1
+        let capped = try JobPlan(setup: try JobSetup(job: job, loading: false), workers: 2)
+        let held = (1 << 20) / perImage, cappedBytes = try cache(capped)
+        #expect(held >= 8 && held < images && capped.imagesHeld == held && cappedBytes == held * perImage)
+        #expect(capped.visionRunsPerWorker == samplesPerWorker)
+        let engine = try TrainingEngine(job: job)
+        for first in stride(from: 0, to: images, by: 8) {
+            _ = try engine.batch(engine.train, indices: Array(first..<min(images, first + 8)))
+        }
+        #expect(engine.featureMemory.count == capped.imagesHeld && engine.featureMemory.bytes == cappedBytes)
+
+        // With a feature store nothing is held in memory and each image runs once among the workers.
+        job.data.featureCache = ConfigPath(try TemporaryDirectory("plan-store").url.path)
+        let stored = try JobPlan(setup: try JobSetup(job: job, loading: false), workers: 2)
+        #expect(try cache(stored) == 0)
+        #expect(stored.visionRunsPerWorker == (images + 1) / 2)
     }
 
     @Test("a training set smaller than one global batch is an error that says what to change")

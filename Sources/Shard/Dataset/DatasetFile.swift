@@ -317,24 +317,27 @@ public final class DatasetFile: @unchecked Sendable {
         return nil
     }
 
-    /// Each row's label tokens (labels other than -100), for `coordinator plan`, reading `labels` in
-    /// bounded chunks.
-    public func labelTokenCounts() throws -> [Int32] {
+    /// Per row, for `coordinator plan`: its label tokens (labels other than -100), and the tokens a
+    /// micro-batch computes for it (its length, or its last label + 1 if a label lies beyond it, as
+    /// ``MicroBatch/workingLength`` takes them). Reads `labels` in bounded chunks.
+    public func labelSummary() throws -> (labelTokens: [Int32], workingLengths: [Int32]) {
         let step = Limits.scanRows(tokens: tokens)
-        var counts: [Int32] = []
+        var counts: [Int32] = [], working: [Int32] = []
         counts.reserveCapacity(count)
+        working.reserveCapacity(count)
         var start = 0
         while start < count {
             let end = min(count, start + step)
             let values = try labels.readRows(sorted: Array(start..<end), as: Int32.self)
             for r in 0..<(end - start) {
-                var n: Int32 = 0
-                for j in 0..<tokens where values[r * tokens + j] != -100 { n += 1 }
+                var n: Int32 = 0, last = 0
+                for j in 0..<tokens where values[r * tokens + j] != -100 { n += 1; last = j + 1 }
                 counts.append(n)
+                working.append(Int32(min(tokens, max(1, Int(lengths[start + r]), last))))
             }
             start = end
         }
-        return counts
+        return (counts, working)
     }
 
     /// Each row's length (real tokens), read at open: the sampler's grouping by length uses it.
