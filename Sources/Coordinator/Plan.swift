@@ -48,9 +48,10 @@ struct Plan: ParsableCommand {
                 + "(PSS per worker \(gb(w.backboneShared / plan.workers + w.privateBytes)))")
         }
         print(String(format: "  compute: %.3g GFLOP per sample (%.3g if padded to %d tokens), %.3g GFLOP per step; "
-                     + "ViT %.3g GFLOP per image, at most %d runs per worker (%d images)",
+                     + "ViT %.3g GFLOP per image, %@ %d runs per worker (%d images)",
                      plan.flopsPerSample / 1e9, plan.paddedFlopsPerSample / 1e9, setup.train.tokens, plan.flopsPerStep / 1e9,
-                     plan.visionFlopsPerImage / 1e9, plan.visionRunsPerWorker, plan.images))
+                     plan.visionFlopsPerImage / 1e9, config.data.featureCache == nil ? "at most" : "about",
+                     plan.visionRunsPerWorker, plan.images))
         if plan.imagesHeld < plan.images {
             print("  note: data.feature_memory_mb (\(config.data.featureMemoryMB)) holds the features of \(plan.imagesHeld) of "
                 + "\(plan.images) images, so most look-ups miss and the ViT runs again for nearly every sample; set "
