@@ -318,8 +318,8 @@ public final class DatasetFile: @unchecked Sendable {
     }
 
     /// Per row, for `coordinator plan`: its label tokens (labels other than -100), and the tokens a
-    /// micro-batch computes for it (its length, or its last label + 1 if a label lies beyond it, as
-    /// ``MicroBatch/workingLength`` takes them). Reads `labels` in bounded chunks.
+    /// micro-batch computes for it (``MicroBatch/workingLength(length:labels:)``). Reads `labels` in
+    /// bounded chunks.
     public func labelSummary() throws -> (labelTokens: [Int32], workingLengths: [Int32]) {
         let step = Limits.scanRows(tokens: tokens)
         var counts: [Int32] = [], working: [Int32] = []
@@ -330,10 +330,9 @@ public final class DatasetFile: @unchecked Sendable {
             let end = min(count, start + step)
             let values = try labels.readRows(sorted: Array(start..<end), as: Int32.self)
             for r in 0..<(end - start) {
-                var n: Int32 = 0, last = 0
-                for j in 0..<tokens where values[r * tokens + j] != -100 { n += 1; last = j + 1 }
-                counts.append(n)
-                working.append(Int32(min(tokens, max(1, Int(lengths[start + r]), last))))
+                let row = values[(r * tokens)..<((r + 1) * tokens)]
+                counts.append(Int32(row.reduce(0) { $0 + ($1 != -100 ? 1 : 0) }))
+                working.append(Int32(MicroBatch.workingLength(length: lengths[start + r], labels: row)))
             }
             start = end
         }
@@ -460,13 +459,16 @@ public struct MicroBatch: Sendable {
     /// lies beyond it). Rows are padded to the file's T, but a micro-batch is computed at this length,
     /// which depends only on its own rows (DESIGN.md §5).
     public var workingLength: Int {
-        var longest = 1
-        for b in 0..<count {
-            longest = max(longest, Int(lengths[b]))
-            let row = labels[(b * tokens)..<((b + 1) * tokens)]
-            if let last = row.lastIndex(where: { $0 != -100 }) { longest = max(longest, last - b * tokens + 1) }
+        (0..<count).reduce(1) { longest, b in
+            max(longest, Self.workingLength(length: lengths[b], labels: labels[(b * tokens)..<((b + 1) * tokens)]))
         }
-        return min(longest, tokens)
+    }
+
+    /// The tokens one row needs: its `length`, or its last label + 1 if a label lies beyond it, within
+    /// 1...`labels.count` (the row's padded labels).
+    public static func workingLength(length: Int32, labels: ArraySlice<Int32>) -> Int {
+        let last = labels.lastIndex(where: { $0 != -100 }).map { $0 - labels.startIndex + 1 } ?? 0
+        return min(labels.count, max(1, Int(length), last))
     }
 
     /// The same rows cut to ``workingLength`` tokens (nothing but padding is dropped).
