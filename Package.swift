@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // glibc's mallopt, for the coordinator's memory policy (LargeBuffers.swift).
+        .systemLibrary(name: "CMalloc"),
 
         // Tensors, kernels, safetensors, the two frozen backbones, DEHVF and AdamW.
         .target(name: "Model", dependencies: ["COpenBLAS", .product(name: "Crypto", package: "swift-crypto")]),
@@ -43,7 +45,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Model", "Shard", "Cluster", .product(name: "Crypto", package: "swift-crypto")]),
 
         .executableTarget(name: "Coordinator", dependencies: [
-            "Model", "Shard", "Cluster", "Transport", "Training",
+            "CMalloc", "Model", "Shard", "Cluster", "Transport", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "Worker", dependencies: [

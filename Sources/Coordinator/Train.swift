@@ -36,6 +36,7 @@ struct Train: ParsableCommand {
         // killing the coordinator mid-checkpoint.
         signal(SIGXFSZ, SIG_IGN)
         let config = try job.load()
+        if config.cluster.launcher != .inprocess { LargeBuffers.returnToKernelWhenFreed() }
         // The checkpoint directory is this run's until the process ends (with or without --resume).
         let directory = try TrainingRun.claim(config.checkpoint.dir.path, fresh: fresh, resuming: resume != nil)
         try withExtendedLifetime(directory) { try TrainingRun(job: config, resume: resume).run() }

@@ -146,51 +146,9 @@ final class TrainingRun {
         let started = Date(), firstStep = state.step
         while state.step < totalSteps {
             if let sig = Interruption.signal { throw Interrupted(signal: sig) }
-            let step = state.step
-            let stepStart = Date()
-            let ids = sampler.microBatches(globalStep: step)
-            let records = try executor.gradients(
-                step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
-            let exchanged = Date()
-            let combined = try ExactSum.combine(records)
-            let finite = combined.isFinite
-            let report: StepReport? = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : nil
-            let loss = report?.loss ?? state.skip(combined)
-            consecutiveSkips = finite ? 0 : consecutiveSkips + 1
-            if !finite {
-                Console.say("train: step \(step + 1): the combined gradient is not finite; the step is skipped (parameters unchanged)")
-            }
-            let now = Date()
-            // Where the step went: compute per worker (micro-batch time spread over the workers), the
-            // rest of the exchange (messages, scheduling, waiting), and the exact sum + AdamW here.
-            let compute = executor.lastComputeSeconds / Double(max(1, min(executor.workersAlive, ids.count)))
-            let timing = StepTiming(wall: now.timeIntervalSince(stepStart), compute: compute,
-                                    exchange: max(0, exchanged.timeIntervalSince(stepStart) - compute),
-                                    combine: now.timeIntervalSince(exchanged))
-            if step - firstStep >= 10 { timings.add(timing) }
-            let done = state.step - firstStep
-            let training = max(now.timeIntervalSince(started) - evalSeconds, 1e-9)
-            let rate = Double(done * job.data.globalBatch) / training
-            let eta = Double(totalSteps - state.step) * training / Double(done)
-            let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
-            var line: [String: Any] = ["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr,
-                                       "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
-                                       "exchange_s": timing.exchange, "combine_s": timing.combine, "samples_per_s": rate,
-                                       "workers": executor.workersAlive]
-            if let report { line["grad_norm"] = report.gradNorm }
-            if !finite {
-                line["skipped"] = true
-                line["loss"] = nil   // JSON has no NaN
-            }
-            writeLog(line)
-            guard consecutiveSkips < Self.maxConsecutiveSkips else {
-                throw UserError("\(consecutiveSkips) steps in a row (the last is step \(step + 1)) had non-finite gradients: the "
-                    + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
-                    + "an earlier checkpoint with --resume PATH")
-            }
-            Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3g%@  %.0f samples/s  %@  ETA %@",
-                                    state.step, totalSteps, loss, lr, report?.gradNorm ?? .nan,
-                                    (report?.clipCoefficient ?? 1) < 1 ? " (clipped)" : "", rate, executor.status, formatDuration(eta)))
+            // The step's records and their sum are released when `trainStep` returns, before a checkpoint is
+            // written: the two never hold memory together (`JobPlan` takes the larger for the coordinator).
+            try trainStep(on: executor, started: started, firstStep: firstStep)
             if state.step % job.checkpoint.every == 0 || state.step == totalSteps {
                 try saveCheckpoint()
             }
@@ -201,10 +159,64 @@ final class TrainingRun {
         executor.shutdown()
         running = false
         if let summary = timings.summary { Console.say("train: \(summary)") }
+        // Beside `coordinator plan`'s figure for this process (bench scale compares the two).
+        if let peak = LargeBuffers.peakResidentBytes() {
+            Console.say(String(format: "train: this process's peak RSS %.0f MB", Double(peak) / 1e6))
+        }
         let elapsed = Date().timeIntervalSince(started) - evalSeconds
         Console.progress(String(format: "trained %d steps in %@ (%.0f samples/s)", state.step - firstStep,
                                 formatDuration(elapsed), Double((state.step - firstStep) * job.data.globalBatch) / max(elapsed, 1e-9)),
                          final: true)
+    }
+
+    /// One optimizer step: the micro-batches' gradients from the executor, their exact sum, AdamW, the
+    /// train.jsonl line and the progress line.
+    private func trainStep(on executor: StepExecutor, started: Date, firstStep: Int) throws {
+        let step = state.step
+        let stepStart = Date()
+        let ids = sampler.microBatches(globalStep: step)
+        let records = try executor.gradients(
+            step: step, epoch: ids[0].epoch, microBatches: try ids.map { try sampler.indices($0) }, params: state.params)
+        let exchanged = Date()
+        let combined = try ExactSum.combine(records)
+        let finite = combined.isFinite
+        let report: StepReport? = finite ? try state.apply(combined, optim: job.optim, totalSteps: totalSteps) : nil
+        let loss = report?.loss ?? state.skip(combined)
+        consecutiveSkips = finite ? 0 : consecutiveSkips + 1
+        if !finite {
+            Console.say("train: step \(step + 1): the combined gradient is not finite; the step is skipped (parameters unchanged)")
+        }
+        let now = Date()
+        // Where the step went: compute per worker (micro-batch time spread over the workers), the
+        // rest of the exchange (messages, scheduling, waiting), and the exact sum + AdamW here.
+        let compute = executor.lastComputeSeconds / Double(max(1, min(executor.workersAlive, ids.count)))
+        let timing = StepTiming(wall: now.timeIntervalSince(stepStart), compute: compute,
+                                exchange: max(0, exchanged.timeIntervalSince(stepStart) - compute),
+                                combine: now.timeIntervalSince(exchanged))
+        if step - firstStep >= 10 { timings.add(timing) }
+        let done = state.step - firstStep
+        let training = max(now.timeIntervalSince(started) - evalSeconds, 1e-9)
+        let rate = Double(done * job.data.globalBatch) / training
+        let eta = Double(totalSteps - state.step) * training / Double(done)
+        let lr = learningRate(step: step, base: job.optim.lr, warmup: job.optim.warmupSteps, total: totalSteps)
+        var line: [String: Any] = ["step": step, "epoch": ids[0].epoch, "loss": Double(loss), "lr": lr,
+                                   "labels": Int(combined.labelCount), "step_s": timing.wall, "compute_s": timing.compute,
+                                   "exchange_s": timing.exchange, "combine_s": timing.combine, "samples_per_s": rate,
+                                   "workers": executor.workersAlive]
+        if let report { line["grad_norm"] = report.gradNorm }
+        if !finite {
+            line["skipped"] = true
+            line["loss"] = nil   // JSON has no NaN
+        }
+        writeLog(line)
+        guard consecutiveSkips < Self.maxConsecutiveSkips else {
+            throw UserError("\(consecutiveSkips) steps in a row (the last is step \(step + 1)) had non-finite gradients: the "
+                + "training diverged. Lower optim.lr or set optim.max_grad_norm, check the data, and continue from "
+                + "an earlier checkpoint with --resume PATH")
+        }
+        Console.progress(String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3g%@  %.0f samples/s  %@  ETA %@",
+                                state.step, totalSteps, loss, lr, report?.gradNorm ?? .nan,
+                                (report?.clipCoefficient ?? 1) < 1 ? " (clipped)" : "", rate, executor.status, formatDuration(eta)))
     }
 
     /// Scores `data.eval` at the current parameters where the steps are computed, logs the report (a

@@ -45,6 +45,11 @@ public struct JobPlan: Sendable {
     /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a process, measured on the demo (a
     /// worker's RSS minus everything modelled here).
     public static let runtimeOverhead = 64 << 20
+    /// The same for a coordinator, which computes nothing: its RSS between steps less its parameters and
+    /// moments, measured in `bench scale` and CoordinatorMemoryTests (37-40 MB).
+    public static let coordinatorRuntime = 40 << 20
+    /// A checkpoint file's HDF5 structure, attributes (the job's config) and group entries, at most.
+    static let checkpointMetadata = 64 << 10
     /// Micro-batches the FLOP count walks one by one (a few seconds at most); a longer job is counted at
     /// their mean.
     static let walkLimit = 1_000_000
@@ -91,32 +96,42 @@ public struct JobPlan: Sendable {
              cache),
             ("parameters and gradients", 3 * trainable), ("runtime", Self.runtimeOverhead),
         ])
+        let lengths = setup.train.rowLengths
+        let sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch, microBatch: b,
+                                  seed: UInt64(job.data.seed), groupingByLength: job.data.groupByLength ? lengths : nil)
+        steps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         let k = job.data.globalBatch / job.data.microBatch
-        // At the AdamW step, the peak: the step's parameters (still referenced by the wire, which sends them
-        // without a copy) beside the new copies `TrainState.apply` makes, both moments, every micro-batch's
-        // record and their exact sum, and the largest tensor's Int64 accumulator (8 bytes a value) and
-        // scaled gradient; and results arriving together, each held as its wire frame until decoded into a
-        // record (bench scale at 2.9M parameters: 145-208 MB measured against 187 MB).
+        // The coordinator holds the parameters and both moments, and the previous step's parameters, which the
+        // wire sends without a copy. On top of that its peak is the larger of two moments, which never overlap
+        // (`TrainingRun.trainStep` releases the step before a checkpoint is written):
+        // - the AdamW step: every micro-batch's record and their exact sum, the scaled gradient, the largest
+        //   tensor's Int64 accumulator (8 bytes a value), and results arriving together, each held as its wire
+        //   frame until decoded into a record (an upper bound: frames and records overlap only in part);
+        // - writing a checkpoint: HDF5 builds the file in memory and `HDF5File.close` copies the image out;
+        //   measured at three times the file's size over the level between steps (2.8-2.9x at 3M parameters).
+        // These are the coordinator's peaks only because it returns blocks of 1 MiB or more to the kernel when
+        // it frees them (LargeBuffers.swift): with glibc's default, the same job's peak varied by a fifth from
+        // run to run. CoordinatorMemoryTests holds the total to 10% at 3M trainable parameters.
         let largest = f.parameterShapes.map { $0.shape.reduce(1, *) }.max() ?? 0
+        let arriving = job.cluster.launcher == .inprocess ? 0 : max(1, workers) * trainable
+        let stepBytes = (k + 1) * trainable + trainable + 2 * largest * floats + arriving
+        let checkpointFile = 3 * trainable + steps * floats + Self.checkpointMetadata
+        let checkpointBytes = 3 * checkpointFile
         let coordinator = Process(name: "coordinator", backboneShared: 0, parts: [
-            ("parameters (old and new) and AdamW moments", 4 * trainable),
-            ("a step's gradient records and their sum", (k + 1) * trainable),
-            ("results arriving (a wire frame per worker)", max(1, workers) * trainable),
-            ("exact-sum accumulator and gradient scratch", 3 * largest * floats),
-            ("dataset columns", setup.train.count * 64), ("runtime", Self.runtimeOverhead),
+            ("parameters (this step's and the last) and AdamW moments", 4 * trainable),
+            stepBytes >= checkpointBytes
+                ? ("the AdamW step (more than a checkpoint write, \(checkpointBytes / 1_000_000) MB)", stepBytes)
+                : ("writing a checkpoint (more than the AdamW step, \(stepBytes / 1_000_000) MB)", checkpointBytes),
+            ("dataset columns", setup.train.count * 64), ("runtime", Self.coordinatorRuntime),
         ])
         processes = job.cluster.launcher == .inprocess
             ? [Process(name: "coordinator (computes in-process)", backboneShared: backbone,
-                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" && !$0.0.hasPrefix("results arriving") })]
+                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" })]
             : [coordinator, worker]
         // FLOPs of the micro-batches the job will run: the sampler's order is a pure function of the seed
         // (and the rows' lengths with group_by_length), so the plan walks the same micro-batches, each at
         // the length of its longest row (or last label) with its own label rows. Past `walkLimit`
         // micro-batches it takes their mean.
-        let lengths = setup.train.rowLengths
-        let sampler = try Sampler(count: setup.train.count, globalBatch: job.data.globalBatch, microBatch: b,
-                                  seed: UInt64(job.data.seed), groupingByLength: job.data.groupByLength ? lengths : nil)
-        steps = job.optim.totalSteps(stepsPerEpoch: sampler.stepsPerEpoch)
         microBatchesPerStep = k
         var walked = 0.0, walkedSteps = 0
         while walkedSteps < steps, walkedSteps * k < Self.walkLimit {

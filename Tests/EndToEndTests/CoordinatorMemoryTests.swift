@@ -1,0 +1,73 @@
+import Cluster
+import Foundation
+import Model
+import TestSupport
+import Testing
+import Training
+
+/// The coordinator's memory against `coordinator plan`'s figure for it, as `bench scale` checks at 1B,
+/// here with a trainable set of the same size (about 3M parameters) and backbones that compute little.
+@Suite("coordinator memory")
+struct CoordinatorMemoryTests {
+    /// Backbones whose DEHVF fuser is large and whose forward is cheap: a LLaMA 4096 wide with one
+    /// 16-wide head and an FFN of 16 (so the router, projector and the two position tables are 4096
+    /// wide), and a ViT with 2x2 patches on the demo's 32x32 images (257 visual tokens).
+    static func writeBackbones(in dir: URL) throws -> (vision: URL, language: URL) {
+        let vision = dir.appendingPathComponent("vision"), language = dir.appendingPathComponent("language")
+        for d in [vision, language] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        let v = CLIPVisionConfig(hiddenSize: 64, intermediateSize: 256, numHiddenLayers: 4, numAttentionHeads: 4,
+                                 imageSize: 32, patchSize: 2)
+        try RandomBackbone.writeDirectory(vision, config: RandomBackbone.clipVision(v, seed: 1).config,
+                                          layout: RandomBackbone.clipVisionLayout(v), as: .f32, shards: 1, seed: 1)
+        let l = LlamaConfig(hiddenSize: 4096, intermediateSize: 16, numHiddenLayers: 22, numAttentionHeads: 1,
+                            numKeyValueHeads: 1, headDim: 16, vocabSize: 64)
+        try RandomBackbone.writeDirectory(language, config: RandomBackbone.llamaConfig(l, dtype: "float32"),
+                                          layout: RandomBackbone.llamaLayout(l), as: .f32, shards: 1, seed: 2)
+        return (vision, language)
+    }
+
+    @Test("with 2 local workers, the coordinator's peak RSS is within 10% of its plan (3M trainable parameters)")
+    func peakMatchesPlan() throws {
+        let dir = try Demo.scratch("memory")
+        let (vision, language) = try Self.writeBackbones(in: dir)
+        let data = try Demo.data()
+        let job = dir.appendingPathComponent("job.yaml").path
+        try """
+            model:
+              vision: \(vision.path)
+              language: \(language.path)
+              fusion: dehvf
+              projector_rank: 128
+            data:
+              train: \(data.path)/train.h5
+              global_batch: 4
+              micro_batch: 2
+            optim:
+              lr: 1.0e-3
+              warmup_steps: 1
+              steps: 4
+            checkpoint:
+              dir: run
+              every: 1000
+            cluster:
+              launcher: local
+              workers: 2
+              bind: tcp://127.0.0.1:\(Demo.port())
+              heartbeat_ms: 200
+              timeout_ms: 30000
+            """.write(toFile: job, atomically: true, encoding: .utf8)
+
+        let setup = try JobSetup(job: try JobConfig.load(file: job), loading: false)
+        let plan = try JobPlan(setup: setup, workers: 2)
+        let trainable = setup.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        #expect(trainable > 2_500_000, "the fuser has \(trainable) parameters: too few for the per-step buffers to matter")
+        let planned = try #require(plan.processes.first { $0.name == "coordinator" }).rss
+
+        let train = try Child("coordinator", ["train", "--config", job], log: dir.path + "/train.log")
+        #expect(try train.wait(seconds: 300) == 0, "\(train.output)")
+        let line = try #require(train.output.split(separator: "\n").first { $0.contains("peak RSS") }, "\(train.output)")
+        let mb = try #require(line.split(separator: " ").reversed().dropFirst().first.flatMap { Double($0) }, "\(line)")
+        let ratio = mb * 1e6 / Double(planned)
+        #expect(abs(ratio - 1) <= 0.10, "coordinator peak \(mb) MB, plan \(Double(planned) / 1e6) MB (ratio \(ratio))\n\(train.output)")
+    }
+}
