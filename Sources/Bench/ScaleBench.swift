@@ -20,9 +20,11 @@ import Training
 ///    and stops with a message if the job would not fit; runs `coordinator plan` itself for the record;
 ///    then `coordinator train` with `cluster.launcher: local`, `--workers` workers of compute.threads 1,
 ///    `DEHVF_CACHE_DIR` in the scratch directory (so the BF16/F16 -> F32 node cache is written by the
-///    workers and mapped by both). While it runs, the peak RSS of the coordinator and each worker is read
-///    from the kernel (VmHWM), their PSS sampled from /proc/PID/smaps_rollup every 0.5 s (the backbone
-///    mappings from /proc/PID/smaps every 4 s) and the peaks kept, with the workers' CPU seconds.
+///    workers and mapped by both). While it runs, the peak RSS of each worker is read from the kernel
+///    (VmHWM; the coordinator's is the VmHWM it reports as it exits, its peak being its final checkpoint
+///    write), their PSS sampled from /proc/PID/smaps_rollup every 0.5 s (the backbone
+///    mappings from /proc/PID/smaps every 4 s) once every worker has joined (before that, the first to
+///    touch a backbone page pays for all of it) and the peaks kept, with the workers' CPU seconds.
 /// 4. Reports the peaks against the plan's prediction, the conversion and load times, seconds per sample
 ///    and the fraction of the sgemm ceiling (one OpenBLAS thread, measured before and after the run) the
 ///    run reached three ways (wall clock over all workers, the workers' compute seconds, their CPU
@@ -162,11 +164,20 @@ struct ScaleBench {
         // Peak RSS is the kernel's high-water mark (VmHWM) where it was read, else the sampled peak; PSS
         // has no high-water mark, so it is the sampled peak.
         func peakRSS(_ pid: pid_t, _ sampled: WorkerMemory) -> Double { max(sampler.hwm[pid] ?? 0, sampled.rss) }
+        // The coordinator's peak is its last act, the final checkpoint write, a fraction of a second before it
+        // exits: a VmHWM read from outside can come too early, so its own report of VmHWM at the end is used.
+        let reported = Self.reportedPeak(in: (try? String(contentsOf: log, encoding: .utf8)) ?? "")
         if let pid = sampler.coordinatorPID, let c = sampler.peaks[pid] {
-            add("measured: coordinator peak RSS (VmHWM)", "MB", peakRSS(pid, c) * mib)
+            let peak = reported ?? peakRSS(pid, c) * mib
+            if reported == nil { report.note("warning: the coordinator did not report its peak RSS; VmHWM as last read is used") }
+            add("measured: coordinator peak RSS (VmHWM)", "MB", peak)
             add("measured: coordinator peak RSS (sampled)", "MB", c.rss * mib)
             add("measured: coordinator peak PSS (sampled)", "MB", c.pss * mib)
-            add("coordinator RSS measured/plan", "ratio", peakRSS(pid, c) * mib / mb(coordinatorPlan.rss))
+            add("coordinator RSS measured/plan", "ratio", peak / mb(coordinatorPlan.rss))
+            if abs(peak / mb(coordinatorPlan.rss) - 1) > 0.15 {
+                report.note(String(format: "warning: the coordinator's peak RSS is %.0f%% of the plan's (outside 15%%)",
+                                   100 * peak / mb(coordinatorPlan.rss)))
+            }
         }
         let workerPeaks = sampler.workerPIDs.compactMap { pid in
             sampler.peaks[pid].map { m -> WorkerMemory in var m = m; m.rss = peakRSS(pid, m); return m }
@@ -345,6 +356,14 @@ struct ScaleBench {
         return url
     }
 
+    /// The peak RSS in MB that `coordinator train` reports as it ends ("this process's peak RSS N MB").
+    static func reportedPeak(in log: String) -> Double? {
+        let marker = "this process's peak RSS "
+        guard let line = log.split(separator: "\n").last(where: { $0.contains(marker) }),
+              let range = line.range(of: marker) else { return nil }
+        return line[range.upperBound...].split(separator: " ").first.flatMap { Double($0) }
+    }
+
     // MARK: arithmetic
 
     /// FLOPs of the first `steps` steps as the sampler deals them: each micro-batch at its longest row with
@@ -466,11 +485,15 @@ struct MemorySampler {
             if full { lastSmaps = t }
             for pid in children { if let c = Self.cpuSeconds(pid) { cpuLast[pid] = c } }
             for pid in [coordinator] + children { if let h = Self.highWaterMark(pid) { hwm[pid] = h } }
+            // PSS splits a page among the processes mapping it when sampled: while the backbone loads, the
+            // first worker to touch a page pays for all of it. So PSS counts once every worker has joined.
+            let allJoined = joined.allSatisfy { $0 != nil }
             for pid in [coordinator] + children {
                 guard let m = full ? WorkerMemory.read(pid) : WorkerMemory.rollup(pid) else { continue }
                 var p = peaks[pid] ?? WorkerMemory()
-                p.rss = max(p.rss, m.rss); p.pss = max(p.pss, m.pss)
-                p.backboneRSS = max(p.backboneRSS, m.backboneRSS); p.backbonePSS = max(p.backbonePSS, m.backbonePSS)
+                p.rss = max(p.rss, m.rss)
+                p.backboneRSS = max(p.backboneRSS, m.backboneRSS)
+                if allJoined || pid == coordinator { p.pss = max(p.pss, m.pss); p.backbonePSS = max(p.backbonePSS, m.backbonePSS) }
                 peaks[pid] = p
             }
         }
