@@ -26,6 +26,33 @@ struct CoordinatorMemoryTests {
         return (vision, language)
     }
 
+    /// Runs `coordinator train` on `job` and returns its reported peak RSS and its plan's, in bytes.
+    static func peakAndPlan(job: String, log: String) throws -> (peak: Double, plan: Double, output: String) {
+        let setup = try JobSetup(job: try JobConfig.load(file: job), loading: false)
+        let plan = try JobPlan(setup: setup, workers: 2)
+        let planned = try #require(plan.processes.first { $0.name == "coordinator" }).rss
+        let train = try Child("coordinator", ["train", "--config", job], log: log)
+        #expect(try train.wait(seconds: 300) == 0, "\(train.output)")
+        let line = try #require(train.output.split(separator: "\n").first { $0.contains("peak RSS") }, "\(train.output)")
+        let mb = try #require(line.split(separator: " ").reversed().dropFirst().first.flatMap { Double($0) }, "\(line)")
+        return (mb * 1e6, Double(planned), train.output)
+    }
+
+    @Test("on the demo's full training set (16000 rows, 52 MB of images) the coordinator stays within 25% of its plan")
+    func demoPeakMatchesPlan() throws {
+        // The images are never the coordinator's: reading the file's metadata must not bring them in (the
+        // check of its variable-length heaps once mapped the whole file and touched every page: 96 MB
+        // against a plan of 53). The bound is looser than at 3M parameters because nearly all of this
+        // coordinator is the fixed runtime, which moves by a few MB with the start-up (59 MB here).
+        let dir = try Demo.scratch("memory-demo")
+        let data = dir.appendingPathComponent("data")
+        let made = try Child("coordinator", ["demo-data", "--out", data.path, "--test-samples", "8"], log: dir.path + "/data.log")
+        #expect(try made.wait() == 0, "\(made.output)")
+        let job = try Demo.job(in: dir, launcher: "local", port: Demo.port(), steps: 3, timeoutMs: 30000, data: data)
+        let (peak, planned, output) = try Self.peakAndPlan(job: job, log: dir.path + "/train.log")
+        #expect(abs(peak / planned - 1) <= 0.25, "coordinator peak \(peak / 1e6) MB, plan \(planned / 1e6) MB\n\(output)")
+    }
+
     @Test("with 2 local workers, the coordinator's peak RSS is within 10% of its plan (3M trainable parameters)")
     func peakMatchesPlan() throws {
         let dir = try Demo.scratch("memory")
@@ -58,16 +85,9 @@ struct CoordinatorMemoryTests {
             """.write(toFile: job, atomically: true, encoding: .utf8)
 
         let setup = try JobSetup(job: try JobConfig.load(file: job), loading: false)
-        let plan = try JobPlan(setup: setup, workers: 2)
         let trainable = setup.fuser.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) }
         #expect(trainable > 2_500_000, "the fuser has \(trainable) parameters: too few for the per-step buffers to matter")
-        let planned = try #require(plan.processes.first { $0.name == "coordinator" }).rss
-
-        let train = try Child("coordinator", ["train", "--config", job], log: dir.path + "/train.log")
-        #expect(try train.wait(seconds: 300) == 0, "\(train.output)")
-        let line = try #require(train.output.split(separator: "\n").first { $0.contains("peak RSS") }, "\(train.output)")
-        let mb = try #require(line.split(separator: " ").reversed().dropFirst().first.flatMap { Double($0) }, "\(line)")
-        let ratio = mb * 1e6 / Double(planned)
-        #expect(abs(ratio - 1) <= 0.10, "coordinator peak \(mb) MB, plan \(Double(planned) / 1e6) MB (ratio \(ratio))\n\(train.output)")
+        let (peak, planned, output) = try Self.peakAndPlan(job: job, log: dir.path + "/train.log")
+        #expect(abs(peak / planned - 1) <= 0.10, "coordinator peak \(peak / 1e6) MB, plan \(planned / 1e6) MB\n\(output)")
     }
 }

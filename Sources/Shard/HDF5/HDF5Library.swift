@@ -73,9 +73,13 @@ func checkID(_ id: hid_t, _ what: @autoclosure () -> String, path: String?, obje
 /// first variable-length read from a file, every collection in it is walked and each object must fit
 /// inside its collection; a damaged one is a `.corrupt` error instead of a crash.
 ///
-/// The file is memory-mapped and searched for the signature with memmem (memory speed). A candidate
-/// whose version or reserved bytes are wrong is not a collection (HDF5 itself rejects those cleanly).
+/// The file is memory-mapped and searched for the signature with memchr (memory speed), a window at a
+/// time. A candidate whose version or reserved bytes are wrong is not a collection (HDF5 itself rejects
+/// those cleanly).
 enum GlobalHeapCheck {
+    /// How much of the file the scan holds mapped in at once (a multiple of the page size).
+    static let scanWindow = 4 << 20
+
     static func verify(_ path: String) throws {
         let fd = open(path, O_RDONLY)
         if fd < 0 { throw ShardError(.cannotOpen, "cannot open for checking: \(String(cString: strerror(errno)))", path: path) }
@@ -97,12 +101,30 @@ enum GlobalHeapCheck {
             for k in 0..<8 { v |= UInt64(bytes[o + k]) << UInt64(8 * k) }
             return v
         }
+        // The scan only moves forward, so the pages behind it are handed back a window at a time: the
+        // process holds at most a window or two of the file, not all of it (a dataset of images is GBs).
+        // MADV_DONTNEED on a read-only private mapping drops this process's pages only (the page cache
+        // keeps them; a page touched again is read again).
+        var released = 0
+        func release(below offset: Int) {
+            let upTo = offset / scanWindow * scanWindow
+            if upTo > released {
+                _ = madvise(base + released, upTo - released, MADV_DONTNEED)
+                released = upTo
+            }
+        }
         var from = 0
         while from + 16 <= size {
-            // memchr for 'G' (libc speed), then the other three signature bytes.
-            guard let hit = memchr(bytes + from, 0x47, size - from) else { break }
+            // memchr for 'G' (libc speed) within the current window, then the other three signature bytes.
+            let limit = min(size, (from / scanWindow + 1) * scanWindow)
+            guard let hit = memchr(bytes + from, 0x47, limit - from) else {
+                from = limit
+                release(below: from)
+                continue
+            }
             let start: Int = UnsafeRawPointer(bytes).distance(to: UnsafeRawPointer(hit))
             from = start + 1
+            release(below: from)
             guard start + 16 <= size, bytes[start + 1] == 0x43, bytes[start + 2] == 0x4F, bytes[start + 3] == 0x4C,
                   bytes[start + 4] == 1, bytes[start + 5] == 0, bytes[start + 6] == 0, bytes[start + 7] == 0
             else { continue }
