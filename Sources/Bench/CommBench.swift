@@ -377,6 +377,8 @@ struct LocalCommBench {
         var index: Int
         var step, compute, exchange, combine: Double
         var workers: Int
+        /// The step's loss (nil for a skipped step, whose loss is not finite).
+        var loss: Double? = nil
     }
 
     /// The per-step lines of a run's `train.jsonl`, in step order.
@@ -394,7 +396,8 @@ struct LocalCommBench {
             }
             out.append(Step(index: index, step: try number("step_s"), compute: try number("compute_s"),
                             exchange: try number("exchange_s"), combine: try number("combine_s"),
-                            workers: (object["workers"] as? NSNumber)?.intValue ?? 0))
+                            workers: (object["workers"] as? NSNumber)?.intValue ?? 0,
+                            loss: (object["loss"] as? NSNumber)?.doubleValue))
         }
         return out.sorted { $0.index < $1.index }
     }

@@ -127,7 +127,7 @@ struct ScaleBench {
         let loadBefore = load()
         let cache = scratch.appendingPathComponent("f32-cache")
         let log = scratch.appendingPathComponent("coordinator.log")
-        var sampler = MemorySampler(workers: workers, runDir: runDir)
+        var sampler = MemorySampler(workers: workers, runDir: runDir, backboneBytes: workerPlan.backboneShared)
         print("   running coordinator train (\(steps) steps; the workers widen the backbones into \(cache.path) first) ...")
         fflush(stdout)
         let launched = now()
@@ -188,6 +188,12 @@ struct ScaleBench {
             add("measured: worker \(i) peak PSS", "MB", w.pss * mib)
             add("measured: worker \(i) backbone mapping peak RSS", "MB", w.backboneRSS * mib)
             add("measured: worker \(i) backbone mapping peak PSS", "MB", w.backbonePSS * mib)
+            if let pid = sampler.workerPIDs.dropFirst(i).first, let shared = sampler.allResident[pid] {
+                // The share once every worker has touched every page: the peak above can catch one worker
+                // that has read pages (the ViT's, on its first image) the other has not yet.
+                add("measured: worker \(i) backbone mapping PSS, all of it resident in every worker", "MB", shared * mib)
+                add("worker \(i) backbone PSS / its F32 size, all resident", "ratio", shared * mib / mb(workerPlan.backboneShared))
+            }
             add("measured: worker \(i) private (peak RSS - backbone RSS)", "MB", (w.rss - w.backboneRSS) * mib)
             add("worker \(i) RSS measured/plan", "ratio", w.rss * mib / mb(workerPlan.rss))
             add("worker \(i) PSS measured/plan", "ratio",
@@ -217,6 +223,8 @@ struct ScaleBench {
         let flops = try Self.flops(setup: setup, lengths: data.lengths, labels: data.labelCounts, steps: steps)
         add("trainable parameters", "count", Double(setup.fuser.parameterCount))
         for s in stepLines { add("step \(s.index): step_s", "s", s.step) }
+        // The same bits in every run, whatever the timing (the determinism promise, at 1B); 9 digits name a float32.
+        report.note("losses: " + stepLines.map { $0.loss.map { String(format: "%.9g", $0) } ?? "skipped" }.joined(separator: ", "))
         add("seconds per sample (sum step_s / samples)", "s", wall / samples)
         add("GFLOP per sample, training (micro-batches as run)", "GFLOP", flops.training / samples / 1e9)
         add("GFLOP per sample, ViT (every image new)", "GFLOP", flops.vision / samples / 1e9)
@@ -465,11 +473,17 @@ struct MemorySampler {
     /// The kernel's peak RSS of each PID (VmHWM, MiB) when last read: exact, where sampling every 0.5 s
     /// can miss a short peak (the coordinator's lasts the few ms of an AdamW step).
     var hwm: [pid_t: Double] = [:]
+    /// The F32 backbone's size (MiB) every worker maps.
+    let backboneMiB: Double
+    /// Each worker's largest backbone PSS (MiB) in the full readings where every worker had the whole
+    /// backbone resident.
+    var allResident: [pid_t: Double] = [:]
     var firstStep: Double?
     private var lastRollup = 0.0, lastSmaps = 0.0, lastLogs = 0.0
 
-    init(workers: Int, runDir: URL) {
+    init(workers: Int, runDir: URL, backboneBytes: Int) {
         self.workers = workers
+        backboneMiB = Double(backboneBytes) / 1_048_576
         self.runDir = runDir
         joined = Array(repeating: nil, count: workers)
     }
@@ -488,13 +502,22 @@ struct MemorySampler {
             // PSS splits a page among the processes mapping it when sampled: while the backbone loads, the
             // first worker to touch a page pays for all of it. So PSS counts once every worker has joined.
             let allJoined = joined.allSatisfy { $0 != nil }
+            var round: [pid_t: WorkerMemory] = [:]
             for pid in [coordinator] + children {
                 guard let m = full ? WorkerMemory.read(pid) : WorkerMemory.rollup(pid) else { continue }
                 var p = peaks[pid] ?? WorkerMemory()
                 p.rss = max(p.rss, m.rss)
                 p.backboneRSS = max(p.backboneRSS, m.backboneRSS)
                 if allJoined || pid == coordinator { p.pss = max(p.pss, m.pss); p.backbonePSS = max(p.backbonePSS, m.backbonePSS) }
+                if full { round[pid] = m }
                 peaks[pid] = p
+            }
+            // The sharing itself: each worker's backbone PSS in rounds where every worker had the backbone
+            // resident (97% of it or more: pages the model never reads, such as the text tower of a CLIPModel file,
+            // never are), so no page is paid for by one alone and none given up by one exiting.
+            let workersRead = children.compactMap { round[$0] }
+            if full, workersRead.count == workers, workersRead.allSatisfy({ $0.backboneRSS >= 0.97 * backboneMiB }) {
+                for pid in children { if let m = round[pid] { allResident[pid] = max(allResident[pid] ?? 0, m.backbonePSS) } }
             }
         }
         if t - lastLogs >= 0.5 {
