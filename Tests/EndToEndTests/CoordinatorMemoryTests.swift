@@ -38,7 +38,7 @@ struct CoordinatorMemoryTests {
         return (mb * 1e6, Double(planned), train.output)
     }
 
-    @Test("on the demo's full training set (16000 rows, 52 MB of images) the coordinator stays within 25% of its plan")
+    @Test("on the demo's full training set (16000 rows, a 52 MB file, nearly all images) the coordinator stays within 25% of its plan")
     func demoPeakMatchesPlan() throws {
         // The images are never the coordinator's: reading the file's metadata must not bring them in (the
         // check of its variable-length heaps once mapped the whole file and touched every page: 96 MB
