@@ -67,4 +67,34 @@ struct HDF5WrapperTests {
         #expect(DatasetWriter.automaticChunkRows(rowBytes: 4 * 512) == 32)
         #expect(DatasetWriter.automaticChunkRows(rowBytes: 1) == 1024)
     }
+    @Test("reading every row of a 37 MB column in random batches keeps two chunks cached, not the column")
+    func chunkCacheIsBounded() throws {
+        // A worker reads each image once (its features are kept instead), so a chunk cache that keeps every
+        // chunk it decoded held a copy of the whole images column: 49 MB on the demo, whose `coordinator plan`
+        // said nothing of it.
+        let dir = try TemporaryDirectory("shard-chunk-cache")
+        defer { dir.cleanup() }
+        let rows = 3000, rowBytes = 3 * 64 * 64
+        let f = try HDF5File.create(dir.file("images.h5"))
+        try f.root.write("images", [UInt8](repeating: 7, count: rows * rowBytes), shape: [rows, 3, 64, 64], chunk: [8, 3, 64, 64])
+        try f.close()
+        let images = try HDF5File.open(dir.file("images.h5")).root.openDataset("images")
+        func resident() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return (line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
+        }
+        var order = Array(0..<rows)
+        var rng = SystemRandomNumberGenerator()
+        order.shuffle(using: &rng)
+        _ = try images.readRows(sorted: Array(order[0..<8]).sorted(), as: UInt8.self)
+        let before = resident()
+        var sum = 0
+        for first in stride(from: 8, to: rows, by: 8) {
+            sum += try images.readRows(sorted: Array(order[first..<(first + 8)]).sorted(), as: UInt8.self).count
+        }
+        let grown = resident() - before
+        #expect(sum == (rows - 8) * rowBytes)
+        #expect(grown < 8 << 20, "resident memory grew by \(grown / 1_000_000) MB reading a \(rows * rowBytes / 1_000_000) MB column")
+    }
 }

@@ -89,15 +89,39 @@ public final class HDF5Group {
             guard contains(child) else {
                 throw ShardError(.missingDataset, "missing dataset", path: path, object: childPath(child))
             }
+            // The chunk cache holds two of the dataset's chunks, so that a batch whose sorted runs touch a
+            // chunk several times (`HDF5Dataset.readRows`) decodes it once, and no more: the cache is per
+            // open dataset and never shrinks, and at a fixed 64 MiB a worker kept every image of the demo
+            // (49 MB) it ever read, though each image is read once and its features kept instead.
+            let probe = H5Handle(try checkID(H5Dopen2(id, child, dehvf_H5P_DEFAULT()), "opening dataset", path: path,
+                                             object: childPath(child), code: .corrupt), .dataset)
+            let chunk = try Self.chunkBytes(probe.id, path: path, object: childPath(child))
+            let cacheBytes = chunk > Self.chunkCacheLimit / 2 ? Self.chunkCacheLimit : 2 * chunk
             let dapl = H5Handle(try checkID(H5Pcreate(dehvf_H5P_DATASET_ACCESS()), "H5Pcreate", path: path,
                                             object: nil), .plist)
-            // A chunk cache large enough that a batch touching the same chunk in several runs decodes it once.
-            try check(H5Pset_chunk_cache(dapl.id, 1021, 64 << 20, 0.75), "setting chunk cache", path: path,
-                      object: nil)
+            try check(H5Pset_chunk_cache(dapl.id, 521, cacheBytes, 0.75), "setting chunk cache", path: path, object: nil)
             let did = try checkID(H5Dopen2(id, child, dapl.id), "opening dataset", path: path,
                                   object: childPath(child), code: .corrupt)
             return try HDF5Dataset(group: self, handle: H5Handle(did, .dataset), name: childPath(child))
         }
+    }
+
+    /// The most an open dataset's chunk cache holds: a chunk larger than half of it is read past the cache.
+    static let chunkCacheLimit = 64 << 20
+
+    /// Bytes of one chunk of dataset `did` as stored (0 when it is not chunked), saturating: the dimensions
+    /// come from the file.
+    private static func chunkBytes(_ did: hid_t, path: String, object: String) throws -> Int {
+        let dcpl = H5Handle(try checkID(H5Dget_create_plist(did), "reading the dataset's creation properties", path: path,
+                                        object: object, code: .corrupt), .plist)
+        guard H5Pget_layout(dcpl.id) == H5D_CHUNKED else { return 0 }
+        var dims = [hsize_t](repeating: 0, count: 32)   // H5S_MAX_RANK
+        let rank = H5Pget_chunk(dcpl.id, Int32(dims.count), &dims)
+        guard rank > 0 else { throw failure("reading the chunk dimensions", path: path, object: object, code: .corrupt) }
+        let type = H5Handle(try checkID(H5Dget_type(did), "reading type", path: path, object: object, code: .corrupt), .datatype)
+        let element = H5Tget_size(type.id)
+        guard element > 0 else { throw failure("reading the element size", path: path, object: object, code: .corrupt) }
+        return saturatingProduct(dims.prefix(Int(rank)).map { Int(clamping: $0) } + [Int(clamping: element)])
     }
 
     /// Creates a dataset of `shape`. `chunk` (same rank) turns on chunking; `fletcher32` adds a
