@@ -32,9 +32,12 @@ public struct JobPlan: Sendable {
     /// What a sample would cost with every micro-batch padded to the dataset's T, for comparison.
     public let paddedFlopsPerSample: Double
     public let visionFlopsPerImage: Double
+    /// Images of the training set.
     public let images: Int
-    /// Images whose features a worker keeps (all of them with `data.feature_cache`, else as many as
-    /// `data.feature_memory_mb` holds).
+    /// Images of `data.eval` (0 without one), whose features the same memory holds once it is scored.
+    public let evalImages: Int
+    /// Images whose features a worker keeps, training and held-out (all of them with `data.feature_cache`,
+    /// else as many as `data.feature_memory_mb` holds).
     public let imagesHeld: Int
     /// ViT forward passes a worker makes over the job (see the end of `init`).
     public let visionRunsPerWorker: Int
@@ -42,9 +45,13 @@ public struct JobPlan: Sendable {
     public let microBatchesPerStep: Int
     public let workers: Int
 
-    /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a process, measured on the demo (a
-    /// worker's RSS minus everything modelled here).
-    public static let runtimeOverhead = 64 << 20
+    /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a worker, measured on the demo (a
+    /// worker's RSS minus everything modelled here, with `data.feature_memory_mb: 0`): 62 MiB peak, 45 of
+    /// it the mapped code of the binary and its libraries.
+    public static let runtimeOverhead = 50 << 20
+    /// The same for a coordinator that computes in-process, which runs the code of both: 48-54 MiB on
+    /// the demo, with every image's features held or none.
+    public static let inProcessRuntime = 52 << 20
     /// The same for a coordinator, which computes nothing: its RSS between steps less its parameters and
     /// moments, measured at 37-40 MiB in `bench scale` (16 rows) and 47-50 MiB on the demo (16000 rows,
     /// whose start-up scans take a few MB more).
@@ -82,10 +89,14 @@ public struct JobPlan: Sendable {
         let visionForward = ((v.numHiddenLayers + 3) * np * v.hiddenSize + v.numAttentionHeads * np * np + np * v.intermediateSize) * floats
         let featureBytes = s * m * dv * floats
         images = setup.train.imageCount
-        // Without `data.feature_cache`, a worker holds features in memory up to `data.feature_memory_mb`.
+        evalImages = try job.data.eval.map { try setup.open($0.path).imageCount } ?? 0
+        // Without `data.feature_cache`, a worker holds features in memory up to `data.feature_memory_mb`, of
+        // both sets: the held-out set's join the training set's in the same memory when it is first scored.
+        let allImages = images + evalImages
         let (capBytes, overflow) = job.data.featureMemoryMB.multipliedReportingOverflow(by: 1 << 20)
-        imagesHeld = job.data.featureCache != nil ? images : min(images, (overflow ? Int.max : capBytes) / max(1, featureBytes))
+        imagesHeld = job.data.featureCache != nil ? allImages : min(allImages, (overflow ? Int.max : capBytes) / max(1, featureBytes))
         let cache = job.data.featureCache != nil ? 0 : imagesHeld * featureBytes
+        let which = evalImages > 0 ? "training and held-out images" : "images"
         let trainable = f.parameterShapes.reduce(0) { $0 + $1.shape.reduce(1, *) } * floats
         let backbone = setup.visionWeights.float32Bytes + setup.languageWeights.float32Bytes
 
@@ -93,7 +104,8 @@ public struct JobPlan: Sendable {
             ("LLM activations (training)", llm), ("fuser", fuser), ("logits of label rows", logits),
             ("ViT forward (one image)", visionForward),
             (job.data.featureCache != nil ? "feature cache (on disk)"
-                : imagesHeld < images ? "feature cache (\(imagesHeld) of \(images) images, in memory)" : "feature cache (every image, in memory)",
+                : imagesHeld < allImages ? "feature cache (\(imagesHeld) of \(allImages) \(which), in memory)"
+                : "feature cache (all \(allImages) \(which), in memory)",
              cache),
             ("parameters and gradients", 3 * trainable), ("runtime", Self.runtimeOverhead),
         ])
@@ -127,7 +139,8 @@ public struct JobPlan: Sendable {
         ])
         processes = job.cluster.launcher == .inprocess
             ? [Process(name: "coordinator (computes in-process)", backboneShared: backbone,
-                       parts: worker.parts + coordinator.parts.filter { $0.0 != "runtime" })]
+                       parts: worker.parts.filter { $0.0 != "runtime" } + coordinator.parts.filter { $0.0 != "runtime" }
+                           + [("runtime", Self.inProcessRuntime)])]
             : [coordinator, worker]
         // FLOPs of the micro-batches the job will run: the sampler's order is a pure function of the seed
         // (and the rows' lengths with group_by_length), so the plan walks the same micro-batches, each at

@@ -75,6 +75,22 @@ struct JobPlanTests {
         }
         #expect(engine.featureMemory.count == capped.imagesHeld && engine.featureMemory.bytes == cappedBytes)
 
+        // With a held-out set its images share the memory: the plan holds both sets, as the engine does once
+        // the held-out set is scored.
+        job.data.featureMemoryMB = 4096
+        job.data.eval = ConfigPath(try DemoFixture.data().appendingPathComponent("test.h5").path)
+        let withEval = try JobPlan(setup: try JobSetup(job: job, loading: false), workers: 2)
+        let both = images + withEval.evalImages
+        let withEvalBytes = try cache(withEval)
+        #expect(withEval.evalImages == 64 && withEval.imagesHeld == both && withEvalBytes == both * perImage)
+        let scorer = try TrainingEngine(job: job), heldOut = try scorer.open(job.data.eval!.path)
+        for first in stride(from: 0, to: images, by: 8) {
+            _ = try scorer.batch(scorer.train, indices: Array(first..<min(images, first + 8)))
+        }
+        _ = try scorer.evaluate(heldOut, params: scorer.initialParameters(), unitSize: 8)
+        #expect(scorer.featureMemory.count == both && scorer.featureMemory.bytes == both * perImage)
+        job.data.eval = nil
+
         // With a feature store nothing is held in memory and each image runs once among the workers.
         job.data.featureCache = ConfigPath(try TemporaryDirectory("plan-store").url.path)
         let stored = try JobPlan(setup: try JobSetup(job: job, loading: false), workers: 2)
