@@ -57,6 +57,11 @@ struct Plan: ParsableCommand {
                 + "\(plan.images) images, so most look-ups miss and the ViT runs again for nearly every sample; set "
                 + "data.feature_cache to a directory to run it once per image")
         }
+        if let grouped = plan.groupedFlopsPerSample, grouped < 0.9 * plan.flopsPerSample {
+            print(String(format: "  note: data.group_by_length: true would compute %.2fx fewer FLOPs per sample (%.3g GFLOP): "
+                         + "micro-batches of rows of similar length, less padding; it changes the data order (DESIGN §5)",
+                         plan.flopsPerSample / grouped, grouped / 1e9))
+        }
         BLAS.setThreads(config.compute.threads)
         let ceiling = SgemmCeiling.measure()
         let (vision, training) = plan.seconds(atGFLOPS: ceiling * efficiency)

@@ -29,6 +29,8 @@ public struct JobPlan: Sendable {
     /// per sample and per step.
     public let flopsPerSample: Double
     public let flopsPerStep: Double
+    /// The same with `data.group_by_length` on, when it is off (nil when it is on).
+    public let groupedFlopsPerSample: Double?
     /// What a sample would cost with every micro-batch padded to the dataset's T, for comparison.
     public let paddedFlopsPerSample: Double
     public let visionFlopsPerImage: Double
@@ -147,17 +149,25 @@ public struct JobPlan: Sendable {
         // the length of its longest row (or last label) with its own label rows. Past `walkLimit`
         // micro-batches it takes their mean.
         microBatchesPerStep = k
-        var walked = 0.0, walkedSteps = 0
-        while walkedSteps < steps, walkedSteps * k < Self.walkLimit {
-            for id in sampler.microBatches(globalStep: walkedSteps) {
-                let rows = try sampler.indices(id)
-                walked += FlopCount.microBatch(language: c, vision: v, fuser: f, rows: rows.count,
-                                               longest: Int(rows.map { workingLengths[$0] }.max() ?? 1),
-                                               labelRows: rows.reduce(0) { $0 + Int(labelCounts[$1]) })
+        let stepCount = steps
+        func meanFlopsPerStep(_ sampler: Sampler) throws -> Double {
+            var walked = 0.0, walkedSteps = 0
+            while walkedSteps < stepCount, walkedSteps * k < Self.walkLimit {
+                for id in sampler.microBatches(globalStep: walkedSteps) {
+                    let rows = try sampler.indices(id)
+                    walked += FlopCount.microBatch(language: c, vision: v, fuser: f, rows: rows.count,
+                                                   longest: Int(rows.map { workingLengths[$0] }.max() ?? 1),
+                                                   labelRows: rows.reduce(0) { $0 + Int(labelCounts[$1]) })
+                }
+                walkedSteps += 1
             }
-            walkedSteps += 1
+            return walked / Double(max(walkedSteps, 1))
         }
-        flopsPerStep = walked / Double(max(walkedSteps, 1))
+        flopsPerStep = try meanFlopsPerStep(sampler)
+        // What `data.group_by_length` would save, so that the plan can say so when it is off.
+        groupedFlopsPerSample = job.data.groupByLength ? nil
+            : try meanFlopsPerStep(Sampler(count: setup.train.count, globalBatch: job.data.globalBatch, microBatch: b,
+                                       seed: UInt64(job.data.seed), groupingByLength: lengths)) / Double(job.data.globalBatch)
         flopsPerSample = flopsPerStep / Double(job.data.globalBatch)
         let labels = labelCounts.reduce(0) { $0 + Int($1) }
         paddedFlopsPerSample = FlopCount(language: c, vision: v, fuser: f, batch: b, textTokens: t, labelTokens: 0)

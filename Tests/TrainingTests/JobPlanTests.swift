@@ -31,7 +31,7 @@ struct JobPlanTests {
         job.data.microBatch = 2
         job.data.globalBatch = 4
         job.optim.steps = 8   // two epochs of 16 rows (a partial epoch of sorted rows would take the longest first)
-        var perSample: [Bool: Double] = [:]
+        var perSample: [Bool: Double] = [:], groupedEstimate: Double?
         for grouped in [false, true] {
             job.data.groupByLength = grouped
             let setup = try JobSetup(job: job, loading: false)
@@ -43,8 +43,11 @@ struct JobPlanTests {
             // Prompts of 2 to 5 tokens: at the file's T every sample costs more.
             #expect(plan.flopsPerSample < plan.paddedFlopsPerSample)
             perSample[grouped] = plan.flopsPerSample
+            // Without grouping the plan also says what grouping would cost (its note); with it, nothing.
+            if grouped { #expect(plan.groupedFlopsPerSample == nil) } else { groupedEstimate = plan.groupedFlopsPerSample }
         }
         #expect(perSample[true]! < perSample[false]!, "\(perSample)")
+        #expect(groupedEstimate == perSample[true], "\(String(describing: groupedEstimate)) vs \(perSample)")
     }
 
     @Test("the in-memory feature cache is planned up to data.feature_memory_mb, and past it the ViT runs per sample")
