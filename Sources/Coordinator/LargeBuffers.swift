@@ -23,12 +23,4 @@ enum LargeBuffers {
     static func returnToKernelWhenFreed() {
         _ = mallopt(M_MMAP_THRESHOLD, threshold)
     }
-
-    /// The most this process ever held resident (VmHWM in /proc/self/status), nil where there is none.
-    static func peakResidentBytes() -> Int? {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kB = line.split(whereSeparator: \.isWhitespace).dropFirst().first.flatMap({ Int($0) }) else { return nil }
-        return kB * 1024
-    }
 }

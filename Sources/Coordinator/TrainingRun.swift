@@ -160,7 +160,7 @@ final class TrainingRun {
         running = false
         if let summary = timings.summary { Console.say("train: \(summary)") }
         // Beside `coordinator plan`'s figure for this process (bench scale compares the two).
-        if let peak = LargeBuffers.peakResidentBytes() {
+        if let peak = ProcessMemory.peakResidentBytes() {
             Console.say(String(format: "train: this process's peak RSS %.0f MB", Double(peak) / 1e6))
         }
         let elapsed = Date().timeIntervalSince(started) - evalSeconds

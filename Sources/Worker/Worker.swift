@@ -66,10 +66,17 @@ struct WorkerCommand: ParsableCommand {
             code = try loop.run()
         } catch where loop.inFlight > 0 {
             say("\(error)")
+            Self.sayPeak()
             Self.exitNow(1)
         }
+        Self.sayPeak()
         if loop.inFlight > 0 { Self.exitNow(code) }
         if code != 0 { throw ExitCode(code) }
+    }
+
+    /// The peak RSS as the worker ends, to set beside `coordinator plan`'s worker figure.
+    static func sayPeak() {
+        if let peak = ProcessMemory.peakResidentBytes() { say(String(format: "this process's peak RSS %.0f MB", Double(peak) / 1e6)) }
     }
 
     /// Leaves while a micro-batch is still computing (the coordinator ended the job, or is gone): skips
