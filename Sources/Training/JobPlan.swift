@@ -48,9 +48,10 @@ public struct JobPlan: Sendable {
     public let workers: Int
 
     /// Swift runtime, Foundation, ZeroMQ and OpenBLAS buffers of a worker, measured on the demo (a
-    /// worker's RSS minus everything modelled here, with `data.feature_memory_mb: 0`): 62 MiB peak, 45 of
-    /// it the mapped code of the binary and its libraries.
-    public static let runtimeOverhead = 50 << 20
+    /// worker's peak RSS minus everything modelled here, with `data.feature_memory_mb: 0`): 45 MiB on a
+    /// 4000-row set, 50 MiB on the 16000-row one with its held-out set scored; about 36 MiB of it is the
+    /// mapped code of the binary and its libraries.
+    public static let runtimeOverhead = 48 << 20
     /// The same for a coordinator that computes in-process, which runs the code of both: 48-54 MiB on
     /// the demo, with every image's features held or none.
     public static let inProcessRuntime = 52 << 20

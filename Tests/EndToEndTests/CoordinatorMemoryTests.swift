@@ -70,6 +70,39 @@ struct CoordinatorMemoryTests {
         #expect(abs(peak / planned - 1) <= 0.10, "in-process peak \(peak / 1e6) MB, plan \(planned / 1e6) MB\n\(output)")
     }
 
+    @Test("local workers without a feature memory stay within 10% of their plan, and with one below it")
+    func workerPeakMatchesPlan() throws {
+        // With data.feature_memory_mb 0 a worker holds the backbone, its workspaces and its runtime, all
+        // planned; it must not keep what it read (a chunk cache that kept every image chunk it decoded, 12 MB
+        // here). With every image's features held, the plan is an upper bound: it counts every image in each
+        // worker, and in one epoch each of two workers sees about half of them.
+        let dir = try Demo.scratch("memory-workers")
+        let data = dir.appendingPathComponent("data")
+        let made = try Child("coordinator", ["demo-data", "--out", data.path, "--train-samples", "4000", "--test-samples", "8"],
+                             log: dir.path + "/data.log")
+        #expect(try made.wait() == 0, "\(made.output)")
+        for cap in [0, 4096] {
+            let run = dir.appendingPathComponent("cap-\(cap)")
+            try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+            let job = try Demo.job(in: run, launcher: "local", port: Demo.port(), steps: 125, timeoutMs: 30000,
+                                   dataExtra: "feature_memory_mb: \(cap)", data: data)
+            let setup = try JobSetup(job: try JobConfig.load(file: job), loading: false)
+            let planned = Double(try #require(try JobPlan(setup: setup, workers: 2).processes.first { $0.name == "worker" }).rss)
+            let train = try Child("coordinator", ["train", "--config", job], log: run.path + "/train.log")
+            #expect(try train.wait(seconds: 300) == 0, "\(train.output)")
+            for w in 0..<2 {
+                let log = try String(contentsOf: run.appendingPathComponent("run/worker-\(w).log"), encoding: .utf8)
+                let line = try #require(log.split(separator: "\n").last { $0.contains("peak RSS") }, "\(log)")
+                let peak = try #require(line.split(separator: " ").reversed().dropFirst().first.flatMap { Double($0) }, "\(line)") * 1e6
+                if cap == 0 {
+                    #expect(abs(peak / planned - 1) <= 0.10, "worker \(w) peak \(peak / 1e6) MB, plan \(planned / 1e6) MB")
+                } else {
+                    #expect(peak <= 1.10 * planned, "worker \(w) peak \(peak / 1e6) MB, plan \(planned / 1e6) MB")
+                }
+            }
+        }
+    }
+
     @Test("with 2 local workers, the coordinator's peak RSS is within 10% of its plan (3M trainable parameters)")
     func peakMatchesPlan() throws {
         let dir = try Demo.scratch("memory")

@@ -76,7 +76,8 @@ struct HDF5WrapperTests {
         defer { dir.cleanup() }
         let rows = 3000, rowBytes = 3 * 64 * 64
         let f = try HDF5File.create(dir.file("images.h5"))
-        try f.root.write("images", [UInt8](repeating: 7, count: rows * rowBytes), shape: [rows, 3, 64, 64], chunk: [8, 3, 64, 64])
+        try f.root.write("images", [UInt8](repeating: 7, count: rows * rowBytes), shape: [rows, 3, 64, 64], chunk: [8, 3, 64, 64],
+                        fletcher32: true)   // as DatasetWriter writes the images
         try f.close()
         let images = try HDF5File.open(dir.file("images.h5")).root.openDataset("images")
         func resident() -> Int {
