@@ -59,7 +59,8 @@ struct Plan: ParsableCommand {
         }
         if let grouped = plan.groupedFlopsPerSample, grouped < 0.9 * plan.flopsPerSample {
             print(String(format: "  note: data.group_by_length: true would compute %.2fx fewer FLOPs per sample (%.3g GFLOP): "
-                         + "micro-batches of rows of similar length, less padding; it changes the data order (DESIGN §5)",
+                         + "micro-batches of rows of similar length, less padding; it changes the data order, so it is "
+                         + "part of the job's identity",
                          plan.flopsPerSample / grouped, grouped / 1e9))
         }
         BLAS.setThreads(config.compute.threads)

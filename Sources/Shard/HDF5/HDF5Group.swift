@@ -91,8 +91,8 @@ public final class HDF5Group {
             }
             // The chunk cache holds two of the dataset's chunks, so that a batch whose sorted runs touch a
             // chunk several times (`HDF5Dataset.readRows`) decodes it once, and no more: the cache is per
-            // open dataset and never shrinks, and at a fixed 64 MiB a worker kept every image of the demo
-            // (49 MB) it ever read, though each image is read once and its features kept instead.
+            // open dataset and never shrinks, and at a fixed 64 MiB a process kept every image chunk it ever
+            // read (48 MB of the demo's 49 MB), though each image is read once and its features kept instead.
             let probe = H5Handle(try checkID(H5Dopen2(id, child, dehvf_H5P_DEFAULT()), "opening dataset", path: path,
                                              object: childPath(child), code: .corrupt), .dataset)
             let chunk = try Self.chunkBytes(probe.id, path: path, object: childPath(child))
@@ -106,7 +106,8 @@ public final class HDF5Group {
         }
     }
 
-    /// The most an open dataset's chunk cache holds: a chunk larger than half of it is read past the cache.
+    /// The most an open dataset's chunk cache holds: one chunk when chunks are larger than half of it, and
+    /// none (every read goes to the file) when they are larger than all of it.
     static let chunkCacheLimit = 64 << 20
 
     /// Bytes of one chunk of dataset `did` as stored (0 when it is not chunked), saturating: the dimensions
