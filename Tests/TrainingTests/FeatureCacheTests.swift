@@ -79,7 +79,12 @@ struct FeatureCacheTests {
         func features(_ e: TrainingEngine, _ indices: [Int]) throws -> [[UInt32]] {
             try e.batch(e.train, indices: indices).0.features.map { bits(try #require($0)) }
         }
+        // A micro-batch's features are its own: evicting them and reusing their memory (FeatureSlots) for
+        // other images while they are still held here changes none of their values.
+        let held = try bounded.batch(bounded.train, indices: batches[0]).0.features.map { try #require($0) }
+        let heldBits = held.map(bits)
         let first = try batches.map { try features(bounded, $0) }
+        #expect(held.map(bits) == heldBits && heldBits == first[0], "held features changed when their memory was reused")
         #expect(bounded.visionRuns(bounded.train) == images)
         #expect(bounded.featureMemory.count == fit && bounded.featureMemory.bytes <= 1 << 20)
         let second = try batches.map { try features(bounded, $0) }
