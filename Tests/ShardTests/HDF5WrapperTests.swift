@@ -67,11 +67,12 @@ struct HDF5WrapperTests {
         #expect(DatasetWriter.automaticChunkRows(rowBytes: 4 * 512) == 32)
         #expect(DatasetWriter.automaticChunkRows(rowBytes: 1) == 1024)
     }
+
     @Test("reading every row of a 37 MB column in random batches keeps two chunks cached, not the column")
     func chunkCacheIsBounded() throws {
         // A worker reads each image once (its features are kept instead), so a chunk cache that keeps every
-        // chunk it decoded held a copy of the whole images column: 49 MB on the demo, whose `coordinator plan`
-        // said nothing of it.
+        // chunk it decoded held a copy of the images column: 48 MB of the demo's 49, which `coordinator plan`
+        // said nothing of.
         let dir = try TemporaryDirectory("shard-chunk-cache")
         defer { dir.cleanup() }
         let rows = 3000, rowBytes = 3 * 64 * 64
